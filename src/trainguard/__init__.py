@@ -1,0 +1,41 @@
+"""trainguard: keep ML training on shared GPU clusters honest.
+
+Five parts, one package:
+
+* :mod:`trainguard.scan`: static analysis of model artifacts; never executes what it reads.
+* :mod:`trainguard.env`: the Python environment and training code checked against what they claim.
+* :mod:`trainguard.ledger`: tamper-evident provenance, lineage and blast radius.
+* :mod:`trainguard.sentinel`: runtime checks inside the training loop.
+* drills, demo and dashboard: the incident replayed and shown.
+
+Example:
+    >>> import trainguard
+    >>> report = trainguard.scan_paths(["."])  # doctest: +SKIP
+    >>> report.exit_code(trainguard.Severity.MEDIUM)  # doctest: +SKIP
+    0
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from trainguard.errors import (
+    IntegrityError,
+    TrainguardError,
+    UnsafeArtifactError,
+)
+from trainguard.findings import Finding, Report, Severity, Skipped
+from trainguard.scan import scan_buffer, scan_paths
+
+__all__ = [
+    "Finding",
+    "IntegrityError",
+    "Report",
+    "Severity",
+    "Skipped",
+    "TrainguardError",
+    "UnsafeArtifactError",
+    "__version__",
+    "scan_buffer",
+    "scan_paths",
+]

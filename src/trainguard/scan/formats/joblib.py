@@ -1,0 +1,18 @@
+"""Scaffolding: to be replaced by the real joblib format module."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from trainguard.scan._context import ScanContext
+
+NAME = "joblib"
+
+
+def detect(data: memoryview, filename: str | None) -> bool:
+    return False
+
+
+def scan(data: memoryview, ctx: ScanContext) -> None:
+    raise NotImplementedError("joblib")
