@@ -8,11 +8,11 @@ import traceback
 from collections.abc import Sequence
 
 from trainguard import __version__
-from trainguard.cli import scan
+from trainguard.cli import code, convert, demo, env, ledger, preflight, scan
 from trainguard.errors import TrainguardError
 
 #: Sub-command modules, each with ``register(subparsers)``; order is --help order.
-COMMANDS = (scan,)
+COMMANDS = (demo, scan, convert, env, code, preflight, ledger)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for command in COMMANDS:
         command.register(sub)
+    # Accept -v after the sub-command too; SUPPRESS keeps the top-level value
+    # when the sub-command's flag is absent.
+    for child in sub.choices.values():
+        child.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
     return parser
 
 

@@ -1,0 +1,9 @@
+"""Scaffolding: the `trainguard demo` sub-command is registered here."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the sub-command to the parser (scaffolding: adds nothing yet)."""
