@@ -130,7 +130,9 @@ class ScanContext:
             filename=member.rsplit("/", 1)[-1],
         )
 
-    def scan_nested(self, data: bytes | memoryview, member: str, hint: str | None = None) -> str | None:
+    def scan_nested(
+        self, data: bytes | memoryview, member: str, hint: str | None = None
+    ) -> str | None:
         """Detect the format of embedded ``data`` and scan it as ``member``.
 
         ``hint`` names a format to prefer when its ``detect`` agrees. Returns

@@ -61,7 +61,9 @@ def _dispatch(data: memoryview, ctx: ScanContext, hint: str | None) -> str | Non
     except LimitExceeded as exc:
         ctx.add(LIMIT_HIT, f"{fmt.NAME}: {exc.message}", limit=exc.limit, format=fmt.NAME)
     except RecursionError:
-        ctx.add(LIMIT_HIT, f"{fmt.NAME}: recursion limit reached", limit="recursion", format=fmt.NAME)
+        ctx.add(
+            LIMIT_HIT, f"{fmt.NAME}: recursion limit reached", limit="recursion", format=fmt.NAME
+        )
     except MemoryError:
         ctx.add(LIMIT_HIT, f"{fmt.NAME}: out of memory", limit="memory", format=fmt.NAME)
     except Exception as exc:  # noqa: BLE001 - fail closed: a parser crash is a finding
@@ -124,7 +126,9 @@ def _scan_file(path: Path, limits: ScanLimits, report: Report) -> None:
         report.add(UNREADABLE.finding(subject, f"cannot read: {exc.strerror or exc}"))
 
 
-def iter_files(paths: Iterable[Path], limits: ScanLimits = DEFAULT_LIMITS) -> Iterator[Path | Skipped]:
+def iter_files(
+    paths: Iterable[Path], limits: ScanLimits = DEFAULT_LIMITS
+) -> Iterator[Path | Skipped]:
     """Files under ``paths`` in a stable order; special files come back as :class:`Skipped`."""
     count = 0
     for root in paths:
