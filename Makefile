@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck check bench clean
+.PHONY: venv demo test lint typecheck check bench bench-venv bench-scan bench-env bench-ledger bench-sentinel clean
 
 venv: $(STAMP)
 
@@ -32,8 +32,52 @@ typecheck: venv
 
 check: lint typecheck test
 
-bench: venv
+bench: bench-scan bench-ledger
+
+# The peer scanners (picklescan, modelscan, fickling, modelaudit) live in their
+# own environment so they never touch the project's; torch==2.13.0 goes in first
+# and a constraints file pins it, so no peer can pull another torch build. One
+# install per peer: a peer that cannot install is reported by the benchmark as
+# "not installed"; it does not block the others.
+PEERS_VENV  ?= .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed
+
+bench-venv: $(PEERS_STAMP)
+
+$(PEERS_STAMP): benchmarks/peers-requirements.txt benchmarks/peers-constraints.txt
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install -q torch==2.13.0
+	for req in $$(grep -v '^#' benchmarks/peers-requirements.txt); do \
+		$(PEERS_VENV)/bin/python -m pip install -q -c benchmarks/peers-constraints.txt "$$req" \
+			|| echo "bench-venv: could not install $$req" >&2; \
+	done
+	touch $(PEERS_STAMP)
+
+bench-scan: venv bench-venv
 	$(PY) benchmarks/scan_peers.py
+
+
+# env verify against the two-thread SHA-256 limit and AIDE on the project's own
+# torch + numpy + transformers environment. AIDE comes from the OS packages when
+# it can be installed (root and apt-get); otherwise the benchmark says so.
+bench-env: venv
+	@command -v aide >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] \
+		&& apt-get install -y -q aide >/dev/null 2>&1; } || echo "bench-env: AIDE not installable" >&2
+	$(PY) benchmarks/env_verify.py
+
+# The ledger at cluster scale (SQLite and PostgreSQL): append, verify and
+# blast-radius on a synthetic year of a 10,000-GPU cluster. LEDGER_SCALE=0.1
+# for a quick run; PostgreSQL must listen on 127.0.0.1:5432 (see .ci/run).
+LEDGER_SCALE ?= 1
+
+bench-ledger: venv
+	$(PY) benchmarks/ledger.py --scale $(LEDGER_SCALE) --json benchmarks/results/ledger.json
+
+# Sentinel overhead: a small GPT on CPU, 1 and 2 gloo ranks, with and without the
+# sentinel (interleaved, medians), and every check's own cost.
+bench-sentinel: venv
+	$(PY) benchmarks/sentinel_overhead.py --ranks 1 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info

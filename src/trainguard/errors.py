@@ -17,7 +17,9 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "IntegrityError",
+    "LedgerIntegrityError",
     "LimitExceeded",
+    "LoadError",
     "ScanError",
     "StorageError",
     "TrainguardError",
@@ -100,6 +102,10 @@ class LimitExceeded(ScanError):
         self.maximum = maximum
 
 
+class LoadError(TrainguardError):
+    """A safe loader could not load an artifact whose scan it accepted (damaged or unsupported)."""
+
+
 class StorageError(TrainguardError):
     """A storage backend (SQLite, PostgreSQL, the file system) failed."""
 
@@ -112,6 +118,10 @@ class IntegrityError(TrainguardError):
     """
 
     exit_code = 1
+
+
+class LedgerIntegrityError(IntegrityError):
+    """The ledger's log, tree, signed heads, proofs or derived tables do not check out."""
 
 
 class UnsafeArtifactError(IntegrityError):

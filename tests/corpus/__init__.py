@@ -1,0 +1,1 @@
+"""The scanner's test corpus generator (see :mod:`tests.corpus.generate`)."""
