@@ -192,3 +192,24 @@ def test_invalid_config_is_a_finding() -> None:
     assert rules(scan_buffer(buf.getvalue(), "m.keras")) == {
         "keras.config-invalid": Severity.MEDIUM
     }
+
+
+def test_zip_bomb_member_does_not_hide_the_config() -> None:
+    # A highly compressible member before config.json: its limit hit is a finding on that
+    # member, and config.json (with a Lambda layer) is still analysed.
+    bomb = b"\0" * (80 * 1024 * 1024)
+    config = model(
+        layer(
+            "Lambda",
+            "evil",
+            function={"class_name": "__lambda__", "config": {"code": lambda_code("x")}},
+        )
+    )
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("assets/blob.bin", bomb)
+        zf.writestr("metadata.json", json.dumps({"keras_version": "3.5.0"}))
+        zf.writestr("config.json", json.dumps(config))
+    found = rules(scan_buffer(buf.getvalue(), "bomb.keras"))
+    assert found.get("limit.exceeded") is not None
+    assert found.get("keras.lambda-code") is Severity.CRITICAL

@@ -39,7 +39,10 @@ def scan(data: memoryview, ctx: ScanContext) -> None:
             continue
         if index % 256 == 0:
             ctx.check_time()
-        content = archive.read(member)
+        # read_member: a zip bomb in one member is a finding on it, not the end of the scan.
+        content = _zip.read_member(archive, member)
+        if content is None:
+            continue
         if member.name == _CONFIG:
             where = _CONFIG if member.source == "central" else f"{_CONFIG} (local-only entry)"
             _keras.analyse_json(bytes(content), ctx, where=where)
