@@ -60,3 +60,15 @@ def test_sarif_structure(report: Report) -> None:
 def test_unknown_format_rejected(report: Report) -> None:
     with pytest.raises(ValueError, match="unknown output format"):
         render(report, "xml")
+
+
+def test_clean_count_only_when_every_finding_is_attributed() -> None:
+    r = Report(engine="env")
+    r.checked.extend([Checked("dist-a", "distribution"), Checked("dist-b", "distribution")])
+    r.add(R_LOW.finding("/site-packages/a/x.py", "odd"))
+    # the finding names a file, not a checked subject: no "clean" claim is made
+    assert "clean" not in render(r, "text")
+    r2 = Report(engine="scan")
+    r2.checked.extend([Checked("d", "folder"), Checked("e.pt", "torch_zip")])
+    r2.add(R_LOW.finding("d/sub/f.bin", "odd"))
+    assert "1 clean, 0 skipped." in render(r2, "text")

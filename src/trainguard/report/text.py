@@ -34,6 +34,31 @@ def _evidence(evidence: dict[str, Any], verbose: bool) -> str:
     return ", ".join(parts)
 
 
+def _owner(subject: str, checked: set[str]) -> str | None:
+    """The checked subject a finding's subject belongs to (itself, a member, a file under it)."""
+    if subject in checked:
+        return subject
+    for sep in ("::", "/"):
+        head = subject
+        while sep in head:
+            head = head.rsplit(sep, 1)[0]
+            if head in checked:
+                return head
+    return None
+
+
+def _clean_count(report: Report) -> int | None:
+    """Checked subjects without findings; None when a finding cannot be attributed to one."""
+    checked = {c.subject for c in report.checked}
+    flagged: set[str] = set()
+    for f in report.findings:
+        owner = _owner(f.subject, checked)
+        if owner is None:
+            return None
+        flagged.add(owner)
+    return len(checked - flagged)
+
+
 def render_text(report: Report, *, color: bool = False, verbose: bool = False) -> str:
     """A report a person reads top to bottom: worst findings first, then a summary."""
     out: list[str] = []
@@ -49,12 +74,13 @@ def render_text(report: Report, *, color: bool = False, verbose: bool = False) -
         out.append(f"SKIPPED  {s.subject}: {s.reason}")
     if out:
         out.append("")
-    flagged = {f.subject.split("::", 1)[0] for f in report.findings}
-    clean = sum(1 for c in report.checked if c.subject not in flagged)
+    clean = _clean_count(report)
     counts: dict[str, int] = {}
     for f in report.findings:
         counts[f.severity.label] = counts.get(f.severity.label, 0) + 1
-    by_sev = ", ".join(f"{counts[s.label]} {s.label}" for s in reversed(Severity) if s.label in counts)
+    by_sev = ", ".join(
+        f"{counts[s.label]} {s.label}" for s in reversed(Severity) if s.label in counts
+    )
     size = report.stats.get("bytes")
     seconds = report.stats.get("seconds")
     head = f"{report.engine}: checked {len(report.checked)}"
@@ -63,7 +89,10 @@ def render_text(report: Report, *, color: bool = False, verbose: bool = False) -
     if isinstance(seconds, (int, float)):
         head += f" in {seconds:.2f} s"
     out.append(f"{head}; {len(report.findings)} findings" + (f" ({by_sev})" if by_sev else ""))
-    out.append(f"{clean} clean, {len(report.skipped)} skipped.")
+    if clean is not None:
+        out.append(f"{clean} clean, {len(report.skipped)} skipped.")
+    else:
+        out.append(f"{len(report.skipped)} skipped.")
     if verbose and report.caveats:
         out.append("What a clean result does not prove:")
         out.extend(f"  - {c}" for c in report.caveats)
