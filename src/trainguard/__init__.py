@@ -25,7 +25,6 @@ from trainguard.errors import (
     UnsafeArtifactError,
 )
 from trainguard.findings import Finding, Report, Severity, Skipped
-from trainguard.scan import scan_buffer, scan_paths
 
 __all__ = [
     "Finding",
@@ -36,6 +35,21 @@ __all__ = [
     "TrainguardError",
     "UnsafeArtifactError",
     "__version__",
+    "protect",
     "scan_buffer",
     "scan_paths",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # Engines load on first use: the sentinel imports torch, and every command
+    # (one process per file in a Slurm prolog) pays for what it imports.
+    if name == "protect":
+        from trainguard.sentinel import protect
+
+        return protect
+    if name in ("scan_buffer", "scan_paths"):
+        from trainguard import scan
+
+        return getattr(scan, name)
+    raise AttributeError(f"module 'trainguard' has no attribute {name!r}")

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "MEMBER_SEP",
     "RULES",
     "Checked",
     "Finding",
@@ -35,6 +36,10 @@ __all__ = [
     "Severity",
     "Skipped",
 ]
+
+
+#: Separates a container from a member inside it in a subject (``model.pt::archive/data.pkl``).
+MEMBER_SEP = "::"
 
 
 class Severity(enum.IntEnum):

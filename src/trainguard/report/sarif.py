@@ -11,8 +11,7 @@ from pathlib import PurePath
 from typing import Any
 
 from trainguard import __version__
-from trainguard.findings import RULES, Report, Severity
-from trainguard.scan._context import MEMBER_SEP
+from trainguard.findings import MEMBER_SEP, RULES, Report, Severity
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 INFORMATION_URI = "https://github.com/trainguard/trainguard"

@@ -8,13 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainguard.errors import LimitExceeded
-from trainguard.findings import Finding, Rule, Severity
+from trainguard.findings import MEMBER_SEP, Finding, Rule, Severity
 from trainguard.scan.limits import ScanLimits
 
 __all__ = ["ScanContext"]
 
-#: Separates a container from the member inside it in a subject name.
-MEMBER_SEP = "::"
 
 #: The engine's entry point for embedded content: (data, child context, hint) -> format.
 NestedScanner = Callable[[memoryview, "ScanContext", "str | None"], "str | None"]
