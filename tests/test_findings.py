@@ -27,7 +27,12 @@ def test_rule_registers_once() -> None:
 
 def test_rule_finding_defaults_and_override() -> None:
     f = RULE_A.finding("x.pt", "bad", offset=3)
-    assert (f.rule, f.severity, f.subject, f.evidence) == ("test.rule-a", Severity.HIGH, "x.pt", {"offset": 3})
+    assert (f.rule, f.severity, f.subject, f.evidence) == (
+        "test.rule-a",
+        Severity.HIGH,
+        "x.pt",
+        {"offset": 3},
+    )
     assert RULE_A.finding("x", "m", severity=Severity.CRITICAL).severity is Severity.CRITICAL
 
 

@@ -12,14 +12,18 @@ import pytest
 from trainguard.cli.main import main
 
 
-def test_missing_path_is_exit_2_with_diagnostics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_path_is_exit_2_with_diagnostics(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(["scan", str(tmp_path / "nope.pt")])
     err = capsys.readouterr().err
     assert code == 2
     assert "no such file or directory" in err and "hint:" in err
 
 
-def test_unknown_binary_is_reported_not_passed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_binary_is_reported_not_passed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     blob = tmp_path / "weights.bin"
     blob.write_bytes(bytes(range(256)) * 4)
     code = main(["scan", "--json", str(blob)])
@@ -55,6 +59,9 @@ def test_verbose_flag_after_subcommand(tmp_path: Path) -> None:
 
 def test_python_dash_m_entry_point() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "trainguard", "--version"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "trainguard", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0 and proc.stdout.startswith("trainguard ")

@@ -21,7 +21,7 @@ def test_poisoned_checkpoint_is_live_only_when_unpickled_unsafely(tmp_path: Path
     # weights_only refuses the exec global: nothing runs.
     assert not loads_in_subprocess(path, weights_only=True)
     assert not marker.exists()
-    with pytest.raises(UnsafeArtifactError, match="builtins.exec"):
+    with pytest.raises(UnsafeArtifactError, match=r"builtins\.exec"):
         read_verified(path)
     assert loads_in_subprocess(path, weights_only=False)
     assert marker.exists()

@@ -15,10 +15,14 @@ R_LOW = Rule("test.fmt-low", Severity.LOW, "Low thing")
 
 @pytest.fixture
 def report() -> Report:
-    r = Report(engine="scan", caveats=["not proof of intent"], stats={"bytes": 2048, "seconds": 0.5})
+    r = Report(
+        engine="scan", caveats=["not proof of intent"], stats={"bytes": 2048, "seconds": 0.5}
+    )
     r.add(R_LOW.finding("dir/b.bin", "odd"))
     r.add(R_CRIT.finding("dir/a.pt::archive/data.pkl", "calls os.system", offset=12))
-    r.checked.extend([Checked("dir/a.pt", "torch_zip"), Checked("dir/b.bin", "x"), Checked("dir/c", "y")])
+    r.checked.extend(
+        [Checked("dir/a.pt", "torch_zip"), Checked("dir/b.bin", "x"), Checked("dir/c", "y")]
+    )
     return r
 
 

@@ -125,7 +125,9 @@ def test_whole_module_pickle_is_refused_by_weights_only(tmp_path: Path) -> None:
         # CRITICAL: let the scan pass so that torch's weights-only unpickler decides.
         safe_load(path, threshold=Severity.CRITICAL)
     assert info.value.hint is not None and "state_dict" in info.value.hint
-    assert "torch.nn.modules.linear.Linear" in (info.value.found or "")  # torch's reason, no ANSI codes
+    assert "torch.nn.modules.linear.Linear" in (
+        info.value.found or ""
+    )  # torch's reason, no ANSI codes
     assert "\x1b" not in (info.value.found or "")
 
 

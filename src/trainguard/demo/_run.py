@@ -49,7 +49,7 @@ def _train_tiny_model(out_dir: Path) -> tuple[dict[str, object], Path]:
     for _ in range(50):
         opt.zero_grad()
         loss = torch.nn.functional.mse_loss(model(x), y)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
     state: dict[str, object] = {"model": model.state_dict(), "optimizer": opt.state_dict()}
     path = out_dir / "checkpoints" / "run-001-step50.pt"
@@ -58,7 +58,9 @@ def _train_tiny_model(out_dir: Path) -> tuple[dict[str, object], Path]:
     return state, path
 
 
-def run_demo(out_dir: str | os.PathLike[str], *, progress: StepProgress | None = None) -> DemoResult:
+def run_demo(
+    out_dir: str | os.PathLike[str], *, progress: StepProgress | None = None
+) -> DemoResult:
     """Run every demo step, writing checkpoints and reports under ``out_dir``."""
     from trainguard.drill import loads_in_subprocess, write_poisoned_checkpoint
     from trainguard.scan import scan_paths
@@ -91,7 +93,9 @@ def run_demo(out_dir: str | os.PathLike[str], *, progress: StepProgress | None =
     poisoned = clean.with_name("run-001-step50-shared.pt")
     write_poisoned_checkpoint(state, poisoned, marker=marker)
     result.steps.append(
-        StepResult(titles[1], not marker.exists(), f"wrote {poisoned}; nothing ran while writing it")
+        StepResult(
+            titles[1], not marker.exists(), f"wrote {poisoned}; nothing ran while writing it"
+        )
     )
 
     step(2)

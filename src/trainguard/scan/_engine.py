@@ -66,7 +66,7 @@ def _dispatch(data: memoryview, ctx: ScanContext, hint: str | None) -> str | Non
         )
     except MemoryError:
         ctx.add(LIMIT_HIT, f"{fmt.NAME}: out of memory", limit="memory", format=fmt.NAME)
-    except Exception as exc:  # noqa: BLE001 - fail closed: a parser crash is a finding
+    except Exception as exc:  # fail closed: a parser crash is a finding
         ctx.add(
             PARSE_ERROR,
             f"{fmt.NAME} parser failed: {type(exc).__name__}: {exc}",
