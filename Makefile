@@ -10,11 +10,15 @@ STAMP  := $(VENV)/.installed
 
 venv: $(STAMP)
 
+# An editable install compiles nothing: compileall writes trainguard's bytecode, or
+# every command would compile it at start-up (and, under PYTHONDONTWRITEBYTECODE,
+# never write it back).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m compileall -q src
 	touch $(STAMP)
 
 demo: venv

@@ -1,0 +1,261 @@
+"""The ledger at cluster scale: append, verify and blast-radius on a synthetic year.
+
+Generates the history of :mod:`_ledger_history` (a 10,000-GPU cluster over a
+year: about 200,000 runs and 2,000,000 artifacts at ``--scale 1``) and, for
+each backend (SQLite and PostgreSQL), prints:
+
+- append throughput: records -> canonical entries -> leaf hashes, Merkle
+  nodes, derived index rows -> committed, in batches (target >= 50,000/s);
+- proof throughput: inclusion proofs generated and checked per second;
+- full verification throughput (everything ``trainguard ledger verify``
+  checks: leaves, nodes, signed heads, derived tables), and the time it would
+  take for 1,000,000 entries (target < 3 s); also the log-and-tree-only figure;
+- blast-radius latency from single indicators on the full history (target < 1 s).
+
+Also the capture hashing rate (parallel shards) on a temporary file.
+
+Usage::
+
+    python benchmarks/ledger.py [--scale 0.1] [--backends sqlite,postgres] [--jobs N]
+                                [--batch 20000] [--hash-mb 512] [--json FILE]
+
+PostgreSQL: ``--pg postgresql://postgres@127.0.0.1:5432/test`` (default); the
+benchmark uses (and drops) its own schema.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _ledger_history import History, generate
+from trainguard.ledger import Indicator, Ledger, SigningKey, blast_radius, verify_ledger
+from trainguard.ledger._ledger import prepare
+from trainguard.ledger.capture import digest_file
+
+TARGETS = {"append": 50_000, "verify_1m_s": 3.0, "blast_s": 1.0}
+
+
+def _batches(records: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for r in records:
+        batch.append(r)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (verification workers)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def _timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[float, float, Any]:
+    """Median wall seconds, median CPU seconds, and the last result."""
+    walls, cpus, result = [], [], None
+    for _ in range(repeat):
+        t, c = time.perf_counter(), _cpu()
+        result = fn()
+        walls.append(time.perf_counter() - t)
+        cpus.append(_cpu() - c)
+    return statistics.median(walls), statistics.median(cpus), result
+
+
+def bench_backend(url: str, args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    out: dict[str, Any] = {"url": url.split("?")[0]}
+    history = History()
+    ledger = Ledger.open(url, create=True)
+    key = SigningKey.generate()
+
+    # Append: the generator's record construction is the caller's cost and is
+    # not timed; encoding, hashing, tree and index maintenance and commit are.
+    appended, busy, cpu, serialized = 0, 0.0, 0.0, 0.0
+    for batch in _batches(generate(args.scale, history=history), args.batch):
+        t, c = time.perf_counter(), _cpu()
+        prepared = [prepare(r) for r in batch]
+        t_store = time.perf_counter()
+        ledger.append_prepared(prepared)
+        now = time.perf_counter()
+        busy += now - t
+        serialized += now - t_store
+        cpu += _cpu() - c
+        appended += len(batch)
+        if appended % (args.batch * 25) < args.batch:
+            log(f"    appended {appended:,} ({appended / busy:,.0f}/s)")
+    ledger.sign(key)
+    seconds = time.perf_counter()
+    ledger.storage.maintain()  # statistics after a bulk import (autovacuum's job in production)
+    out["maintain_s"] = time.perf_counter() - seconds
+    log(f"  maintain (planner statistics after the bulk import): {out['maintain_s']:.1f} s")
+    out["entries"] = appended
+    out["runs"], out["artifacts"] = history.runs, history.artifacts
+    out["append_per_s"] = appended / busy
+    out["append_serialized_per_s"] = appended / serialized
+    out["append_per_cpu_s"] = appended / cpu
+    log(
+        f"  append: {appended:,} entries ({history.runs:,} runs, {history.artifacts:,} artifacts) "
+        f"in {busy:.1f} s = {appended / busy:,.0f} entries/s end to end "
+        f"({appended / cpu:,.0f} per client CPU-second); the serialized part (under the append "
+        f"lock, what bounds many writers): {appended / serialized:,.0f} entries/s"
+    )
+
+    # Proofs: 2,000 random inclusion proofs, generated in one batch and checked.
+    import random
+
+    rng = random.Random(1)
+    size = ledger.size()
+    root = ledger.root_at(size)
+    picks = [rng.randrange(size) for _ in range(2000)]
+    seconds, _, proofs = _timed(lambda: ledger.inclusion_proofs(picks, size))
+    for p in proofs.values():
+        p.verify(root)
+    out["proofs_per_s"] = len(proofs) / seconds
+    log(f"  proofs: {len(proofs) / seconds:,.0f} inclusion proofs/s (batched)")
+
+    for derived in (True, False):
+        seconds, _, result = _timed(
+            lambda d=derived: verify_ledger(
+                ledger, trusted_keys=[key.public_key], jobs=args.jobs, derived=d
+            )
+        )
+        rate = result.size / seconds
+        label = "verify" if derived else "verify_log_only"
+        out[f"{label}_per_s"] = rate
+        out[f"{label}_1m_s"] = 1_000_000 / rate
+        what = "full" if derived else "log+tree+heads only"
+        log(
+            f"  {label}: {what}, {result.jobs} jobs: {rate:,.0f} entries/s -> "
+            f"1M entries in {1e6 / rate:.2f} s"
+        )
+    # One process: the client-side CPU cost per entry, independent of machine load
+    # (the database server's own CPU is not included).
+    _, cpu_s, result = _timed(
+        lambda: verify_ledger(ledger, trusted_keys=[key.public_key], jobs=1, derived=True)
+    )
+    out["verify_per_cpu_s"] = result.size / cpu_s
+    log(f"  verify: full, 1 process: {result.size / cpu_s:,.0f} entries per client CPU-second")
+
+    indicators = {
+        "sabotaged checkpoint": Indicator(artifacts=(history.sabotaged_checkpoint,)),
+        "insider user": Indicator(users=(history.insider,)),
+        "tampered torch file": Indicator(files=(history.tampered_file,)),
+        "environment baseline": Indicator(env_baselines=(history.env_baseline,)),
+        "popular base checkpoint": Indicator(artifacts=(history.popular_checkpoint,)),
+    }
+    out["blast"] = {}
+    for name, indicator in indicators.items():
+        seconds, _, result = _timed(
+            lambda i=indicator: blast_radius(ledger, i, as_of=1_735_689_600, max_clean=50), repeat=3
+        )
+        t = result.totals
+        out["blast"][name] = {
+            "seconds": seconds,
+            "affected_runs": t["affected_runs"],
+            "affected_artifacts": len(result.affected_artifacts),
+            "affected_gpu_hours": t["affected_gpu_hours"],
+            "affected_cost": t["affected_cost"],
+            "cited_entries": len(result.evidence.entries),
+        }
+        log(
+            f"  blast radius, {name}: {seconds * 1000:,.0f} ms; {t['affected_runs']:,} runs, "
+            f"{len(result.affected_artifacts):,} artifacts, {t['affected_gpu_hours']:,.0f} GPU-h, "
+            f"{len(result.evidence.entries):,} entries proven"
+        )
+    ledger.close()
+    return out
+
+
+def bench_hash(megabytes: int, log: Callable[[str], None]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "blob.bin"
+        block = os.urandom(1 << 20)
+        with open(path, "wb") as f:
+            for _ in range(megabytes):
+                f.write(block)
+        out = {}
+        for threads in (1, None):
+            seconds, _, _ = _timed(lambda t=threads: digest_file(path, threads=t), repeat=2)
+            label = "1 thread" if threads == 1 else f"{os.cpu_count()} threads"
+            out[label] = megabytes / 1024 / seconds
+            log(
+                f"  capture hashing, {label}: {megabytes / 1024 / seconds:.2f} GB/s (page cache warm)"
+            )
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--scale", type=float, default=1.0, help="1.0 = 200k runs, 2M artifacts")
+    parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--batch", type=int, default=20_000)
+    parser.add_argument("--jobs", type=int, default=None, help="verification processes")
+    parser.add_argument("--hash-mb", type=int, default=512, help="0 skips the hashing benchmark")
+    parser.add_argument("--workdir", help="where the SQLite file goes (default: a temp dir)")
+    parser.add_argument(
+        "--sqlite-sync", choices=("full", "normal"), default="full", help="SQLite synchronous mode"
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write results as JSON")
+    args = parser.parse_args()
+
+    def log(text: str) -> None:
+        print(text, flush=True)
+
+    results: dict[str, Any] = {
+        "scale": args.scale,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average": os.getloadavg(),
+        },
+        "targets": TARGETS,
+    }
+    log(
+        f"ledger benchmark, scale {args.scale} on {os.cpu_count()} CPUs (load {os.getloadavg()[0]:.1f})"
+    )
+    for backend in args.backends.split(","):
+        log(f"[{backend}]")
+        if backend == "sqlite":
+            with tempfile.TemporaryDirectory(dir=args.workdir) as d:
+                results[backend] = bench_backend(
+                    f"sqlite:///{Path(d).resolve()}/ledger.db", args, log
+                )
+        elif backend == "postgres":
+            schema = f"tg_bench_{secrets.token_hex(4)}"
+            try:
+                results[backend] = bench_backend(f"{args.pg}?schema={schema}", args, log)
+            finally:
+                import psycopg
+
+                with psycopg.connect(args.pg, autocommit=True) as conn:
+                    conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        else:
+            parser.error(f"unknown backend {backend}")
+    if args.hash_mb:
+        log("[capture]")
+        results["hashing_gb_per_s"] = bench_hash(args.hash_mb, log)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""The blast-radius search: seeds from an indicator, closure over derivations, run facts."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
+
+from trainguard.ledger._blast_types import CleanRun, Indicator, Reason, RunFacts, iso
+from trainguard.ledger._query import Index
+
+__all__ = ["Search"]
+
+#: Reasons kept per affected run (the first ones found, shortest paths first).
+_MAX_REASONS = 3
+
+
+class Search:
+    """One blast-radius computation over one :class:`Index`."""
+
+    def __init__(self, index: Index, indicator: Indicator, as_of: int, max_depth: int | None):
+        self.index = index
+        self.ind = indicator
+        self.as_of = as_of
+        self.max_depth = max_depth
+        self.reasons: dict[str, list[Reason]] = defaultdict(list)
+        self.artifacts: dict[str, dict[str, Any]] = {}
+        self.sources: list[dict[str, Any]] = []
+        self.facts: dict[str, RunFacts] = {}
+
+    # seeds ----------------------------------------------------------------------
+
+    def _seed(self, run_id: str, text: str, entries: Iterable[int]) -> None:
+        if len(self.reasons[run_id]) < _MAX_REASONS:
+            self.reasons[run_id].append(Reason(text, tuple(entries), 0))
+
+    def _runs_by_leaf(self, leaves: Collection[int]) -> list[tuple[Any, ...]]:
+        return self.index.select("runs", "leaf", leaves)
+
+    def seeds(self) -> None:
+        ind, idx = self.ind, self.index
+        content = set(ind.artifacts) | set(ind.files)
+        for leaf, run_id, direction, digest, kind in idx.select("edges", "digest", content):
+            if direction == "used":
+                label = "the indicated artifact" if digest in ind.artifacts else "a tampered file"
+                self._seed(run_id, f"used {label} {digest}", [leaf])
+            else:
+                self.sources.append(
+                    {"digest": digest, "produced_by": run_id, "kind": kind, "entries": [leaf]}
+                )
+        for digest in content:
+            self.artifacts.setdefault(digest, {"depth": 0, "producers": [], "entries": []})
+        for leaf, digest, kind in idx.select("artifacts", "digest", content):
+            self.sources.append({"digest": digest, "registered_as": kind, "entries": [leaf]})
+        if ind.files:
+            self._file_observations()
+        if ind.env_baselines:
+            for row in idx.select("runs", "env_baseline", ind.env_baselines):
+                self._seed(row[1], f"ran on environment baseline {row[8]}", [row[0]])
+            for leaf, kind, run_id, host, digest, _n, _at in idx.select(
+                "events", "digest", ind.env_baselines
+            ):
+                if kind == "preflight" and run_id:
+                    self._seed(
+                        run_id, f"preflight on {host} used environment baseline {digest}", [leaf]
+                    )
+        for row in idx.select("runs", "user_name", ind.users):
+            self._seed(row[1], f"run by user {row[2]}", [row[0]])
+        if ind.hosts:
+            host_rows = idx.select("run_hosts", "host", ind.hosts)
+            for row in self._runs_by_leaf({r[0] for r in host_rows}):
+                hosts = sorted(h for leaf, h in host_rows if leaf == row[0])
+                self._seed(row[1], f"ran on host {', '.join(hosts)}", [row[0]])
+        for row in idx.select("runs", "run_id", ind.runs):
+            self._seed(row[1], "named by the indicator", [row[0]])
+        window = ind.window
+        if window is not None:
+            in_window = self._in_window(idx.runs_in_window(*window), window)
+            if any(ind._sets()):
+                for run_id in [r for r in self.reasons if r not in in_window]:
+                    del self.reasons[run_id]
+            else:
+                for run_id, leaf in in_window.items():
+                    self._seed(run_id, f"ran during {iso(window[0])} .. {iso(window[1])}", [leaf])
+
+    def _in_window(self, rows: list[tuple[Any, ...]], window: tuple[int, int]) -> dict[str, int]:
+        open_ended = [r[1] for r in rows if r[7] is None]
+        ends: dict[str, int] = {}
+        for _, run_id, ended in self.index.select("run_ends", "run_id", open_ended):
+            ends[run_id] = max(ended, ends.get(run_id, ended))
+        return {
+            r[1]: r[0]
+            for r in rows
+            if (r[7] if r[7] is not None else ends.get(r[1], self.as_of)) >= window[0]
+        }
+
+    def _file_observations(self) -> None:
+        obs = self.index.select("file_obs", "digest", self.ind.files)
+        paths = {leaf: path for leaf, _d, path in obs}
+        digests = {leaf: d for leaf, d, _p in obs}
+        for leaf, _kind, run_id, host, _b, _n, seen_at in self.index.select(
+            "events", "leaf", paths
+        ):
+            what = f"tampered file {paths[leaf]} ({digests[leaf]})"
+            if run_id:
+                self._seed(run_id, f"preflight on {host} found {what}", [leaf])
+                continue
+            # A host-wide observation: the host is implicated from then until a
+            # later preflight on it that flagged no file.
+            clean = [
+                e
+                for e in self.index.select("events", "host", [host])
+                if e[1] == "preflight" and e[5] == 0 and e[6] >= seen_at and e[0] > leaf
+            ]
+            clean_at = min((e[6] for e in clean), default=None)
+            host_rows = self.index.select("run_hosts", "host", [host])
+            for row in self._runs_by_leaf({r[0] for r in host_rows}):
+                start = row[6]
+                if start >= seen_at and (clean_at is None or start < clean_at):
+                    self._seed(
+                        row[1],
+                        f"ran on {host} after a preflight found {what}"
+                        + (" and before it was clean again" if clean_at is not None else ""),
+                        [leaf, row[0]],
+                    )
+
+    # closure --------------------------------------------------------------------
+
+    def closure(self) -> None:
+        frontier = set(self.reasons)
+        depth = 0
+        while frontier and (self.max_depth is None or depth < self.max_depth):
+            depth += 1
+            produced = [
+                r for r in self.index.select("edges", "run_id", frontier) if r[2] == "produced"
+            ]
+            new: dict[str, list[tuple[int, str]]] = defaultdict(list)
+            for leaf, run_id, _d, digest, kind in produced:
+                info = self.artifacts.get(digest)
+                if info is None:
+                    info = self.artifacts[digest] = {
+                        "depth": depth,
+                        "producers": [],
+                        "entries": [],
+                        "kind": kind,
+                    }
+                    new[digest] = []
+                if digest in new:
+                    info["producers"].append(run_id)
+                    info["entries"].append(leaf)
+                    new[digest].append((leaf, run_id))
+            next_frontier: set[str] = set()
+            for leaf, run_id, _d, digest, _k in self.index.select("edges", "digest", new):
+                if _d != "used" or not new[digest]:
+                    continue
+                p_leaf, parent = new[digest][0]
+                if parent == run_id:
+                    continue
+                if run_id not in self.reasons:
+                    next_frontier.add(run_id)
+                if len(self.reasons[run_id]) < _MAX_REASONS:
+                    self.reasons[run_id].append(
+                        Reason(
+                            f"used {digest}, produced by affected run {parent}",
+                            (p_leaf, leaf),
+                            depth,
+                            via=digest,
+                            parent=parent,
+                        )
+                    )
+            frontier = next_frontier
+
+    # facts ----------------------------------------------------------------------
+
+    def run_facts(self, run_ids: Collection[str]) -> dict[str, RunFacts]:
+        rows = self.index.select("runs", "run_id", run_ids)
+        first: dict[str, tuple[Any, ...]] = {}
+        for row in sorted(rows):
+            first.setdefault(row[1], row)
+        hosts: dict[int, list[str]] = defaultdict(list)
+        for leaf, host in self.index.select("run_hosts", "leaf", [r[0] for r in first.values()]):
+            hosts[leaf].append(host)
+        ends: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for leaf, run_id, ended in self.index.select("run_ends", "run_id", run_ids):
+            ends[run_id].append((ended, leaf))
+        out = {}
+        for run_id in run_ids:
+            found = first.get(run_id)
+            end_rows = sorted(ends.get(run_id, []))
+            if found is None:
+                out[run_id] = RunFacts(
+                    run_id,
+                    None,
+                    None,
+                    (),
+                    None,
+                    0,
+                    0,
+                    None,
+                    None,
+                    False,
+                    None,
+                    tuple(leaf for _, leaf in end_rows),
+                )
+                continue
+            row = found
+            end = row[7] if row[7] is not None else (end_rows[-1][0] if end_rows else None)
+            out[run_id] = RunFacts(
+                run_id=run_id,
+                entry=row[0],
+                user=row[2],
+                hosts=tuple(sorted(hosts.get(row[0], []))),
+                accelerator_type=row[3],
+                accelerator_count=row[4],
+                world_size=row[5],
+                started_at=row[6],
+                ended_at=end if end is not None else max(self.as_of, row[6]),
+                ongoing=end is None,
+                env_baseline=row[8],
+                end_entries=tuple(leaf for _, leaf in end_rows) if row[7] is None else (),
+            )
+        return out
+
+    def clean_runs(self, affected: Mapping[str, RunFacts], limit: int) -> list[CleanRun]:
+        if limit <= 0:
+            return []
+        starts = [f.started_at for f in affected.values() if f.started_at is not None]
+        ends = [f.ended_at for f in affected.values() if f.ended_at is not None]
+        window = self.ind.window or ((min(starts), max(ends)) if starts and ends else None)
+        if window is None:
+            return []
+        # The first clean runs that started in the period: enough rows to skip every affected one.
+        rows = self.index.runs_started(window[0], window[1], limit + len(affected))
+        chosen = list(dict.fromkeys(r[1] for r in rows if r[1] not in affected))[:limit]
+        facts = self.run_facts(chosen)
+        used: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        for leaf, run_id, direction, digest, _k in self.index.select("edges", "run_id", chosen):
+            if direction == "used":
+                used[run_id].append((leaf, digest))
+        out = []
+        for run_id in chosen:
+            f = facts[run_id]
+            inputs = used.get(run_id, [])
+            parts = [
+                f"used {len(inputs)} recorded inputs, none the indicator or derived from it"
+                if inputs
+                else "used no recorded inputs"
+            ]
+            if self.ind.env_baselines:
+                parts.append(
+                    f"environment baseline {f.env_baseline or 'unrecorded'} is not implicated"
+                )
+            if self.ind.users:
+                parts.append(f"run by {f.user}, not an implicated user")
+            if self.ind.hosts:
+                parts.append(f"ran on {', '.join(f.hosts)}, no implicated host")
+            if self.ind.files:
+                parts.append("no preflight tied to it found the tampered file")
+            entries = tuple(e for e in (f.entry, *f.end_entries) if e is not None)
+            out.append(CleanRun(f, "; ".join(parts), entries + tuple(leaf for leaf, _ in inputs)))
+        return out

@@ -1,0 +1,274 @@
+"""The :class:`Ledger`: records in, proofs out, over any :class:`Storage`."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from trainguard.errors import LedgerIntegrityError, UsageError
+from trainguard.ledger import _canonical, _merkle
+from trainguard.ledger._index import rows_of
+from trainguard.ledger.records import Record, record_from_json
+from trainguard.ledger.signing import SignedTreeHead, SigningKey
+from trainguard.ledger.storage import (
+    AppendResult,
+    LedgerURL,
+    PreparedEntry,
+    Storage,
+    open_storage,
+)
+
+__all__ = ["Entry", "InclusionProof", "Ledger", "TreeHead", "prepare"]
+
+
+@dataclass(frozen=True)
+class TreeHead:
+    """An unsigned tree head: the first ``size`` entries have Merkle root ``root``."""
+
+    size: int
+    root: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {"size": self.size, "root": self.root.hex()}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One log entry: its leaf index, canonical bytes and the record they hold."""
+
+    index: int
+    data: bytes
+    record: Record
+
+
+@dataclass(frozen=True)
+class InclusionProof:
+    """Evidence that entry ``index`` (with ``leaf_hash``) is in the tree of ``size`` leaves."""
+
+    index: int
+    size: int
+    leaf_hash: bytes
+    path: tuple[bytes, ...]
+
+    def verify(self, root: bytes) -> None:
+        """Raises :class:`LedgerIntegrityError` unless the proof leads to ``root``."""
+        _merkle.verify_inclusion(self.index, self.size, self.leaf_hash, self.path, root)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "size": self.size,
+            "leaf_hash": self.leaf_hash.hex(),
+            "path": [p.hex() for p in self.path],
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> InclusionProof:
+        try:
+            return cls(
+                int(data["index"]),
+                int(data["size"]),
+                bytes.fromhex(data["leaf_hash"]),
+                tuple(bytes.fromhex(p) for p in data["path"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LedgerIntegrityError(f"malformed inclusion proof: {exc}") from exc
+
+
+def prepare(record: Record) -> PreparedEntry:
+    """Encode a record canonically and compute its leaf hash and derived rows."""
+    obj = record.to_json()
+    try:
+        data = _canonical.encode(obj)
+    except ValueError as exc:
+        raise UsageError(f"record cannot be encoded: {exc}", subject=record.kind) from exc
+    return PreparedEntry(record.kind, data, _merkle.leaf_hash(data), tuple(rows_of(obj)))
+
+
+class Ledger:
+    """A tamper-evident, append-only log of provenance records.
+
+    Open one with :meth:`open` (the URL rule of
+    :func:`~trainguard.ledger.storage.resolve_url`), :meth:`append` records
+    in batches, :meth:`sign` tree heads, and ask for proofs. Verification,
+    blast radius and lineage are functions over a ledger
+    (:func:`~trainguard.ledger.verify_ledger`, ...).
+    """
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        origin = storage.origin()
+        if origin is None:
+            raise UsageError(
+                "no ledger has been initialised here",
+                subject=storage.url.text,
+                hint="run `trainguard ledger init` (or open with create=True)",
+            )
+        self.origin = origin
+
+    @classmethod
+    def open(
+        cls, url: str | LedgerURL | None = None, *, create: bool = False, origin: str | None = None
+    ) -> Ledger:
+        """Open the ledger at ``url``; ``create`` initialises it if it does not exist yet.
+
+        ``origin`` names a new log in its signed tree heads (default: a random
+        ``trainguard.ledger/<hex>`` name, so heads of two logs never mix).
+        """
+        storage = open_storage(url)
+        if create and storage.origin() is None:
+            storage.init(origin or f"trainguard.ledger/{secrets.token_hex(8)}")
+        return cls(storage)
+
+    @property
+    def url(self) -> LedgerURL:
+        return self.storage.url
+
+    def close(self) -> None:
+        self.storage.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- writing -------------------------------------------------------------------
+
+    def append(self, records: Iterable[Record]) -> AppendResult:
+        """Append records atomically, in order; returns once they are durable."""
+        prepared = [prepare(r) for r in records]
+        if not prepared:
+            raise UsageError("nothing to append")
+        return self.storage.append(prepared)
+
+    def append_prepared(self, entries: Sequence[PreparedEntry]) -> AppendResult:
+        """Append already prepared entries (bulk importers prepare in parallel)."""
+        return self.storage.append(entries)
+
+    def sign(self, key: SigningKey, *, timestamp: int | None = None) -> SignedTreeHead:
+        """Sign the current tree head and store the signature in the ledger.
+
+        The new head must extend the latest head this key signed before (a
+        consistency proof is checked), so a signer never endorses a rewritten log.
+
+        Raises:
+            LedgerIntegrityError: the log no longer extends the key's previous head.
+        """
+        head = self.head()
+        mine = [h for h in self.signed_heads() if h.key_id == key.public_key.key_id]
+        previous = max(mine, key=lambda h: (h.size, h.timestamp)) if mine else None
+        if previous is not None:
+            previous.verify([key.public_key])
+            if previous.size > head.size:
+                raise LedgerIntegrityError(
+                    "the log is shorter than a head this key signed: refusing to sign",
+                    subject=self.url.text,
+                    expected=f"at least {previous.size} entries",
+                    found=f"{head.size} entries",
+                )
+            if previous.size:
+                _merkle.verify_consistency(
+                    previous.size,
+                    head.size,
+                    previous.root,
+                    head.root,
+                    self.consistency_proof(previous.size, head.size),
+                )
+        sth = key.sign_head(self.origin, head.size, head.root, timestamp=timestamp)
+        self.storage.add_head(sth)
+        return sth
+
+    # -- reading -------------------------------------------------------------------
+
+    def size(self) -> int:
+        return self.storage.size()
+
+    def _perfect(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        wanted = set(keys)
+        found = self.storage.perfect(wanted)
+        if len(found) != len(wanted):
+            missing = sorted(wanted - set(found))[:5]
+            raise LedgerIntegrityError(
+                "the stored Merkle tree is missing subtrees",
+                subject=self.url.text,
+                found=f"missing (level, index) {missing}",
+                hint="run `trainguard ledger verify`",
+            )
+        return found
+
+    def root_at(self, size: int) -> bytes:
+        """The Merkle root of the first ``size`` entries, from O(log size) stored subtrees."""
+        if size == 0:
+            return _merkle.EMPTY_ROOT
+        found = self._perfect(_merkle.decompose(0, size))
+        return _merkle.root_of(size, lambda level, index: found[(level, index)])
+
+    def head(self) -> TreeHead:
+        """The current (unsigned) tree head."""
+        size = self.size()
+        return TreeHead(size, self.root_at(size))
+
+    def signed_heads(self) -> list[SignedTreeHead]:
+        return self.storage.heads()
+
+    def latest_signed_head(self) -> SignedTreeHead | None:
+        heads = self.storage.heads()
+        return max(heads, key=lambda h: (h.size, h.timestamp)) if heads else None
+
+    def entries(self, start: int, stop: int) -> list[Entry]:
+        """Entries ``[start, stop)``, each checked against its leaf hash and validated."""
+        out = []
+        for index, _kind, data, stored in self.storage.entries(start, stop):
+            if _merkle.leaf_hash(data) != stored:
+                raise LedgerIntegrityError(
+                    "an entry does not match its stored leaf hash",
+                    subject=f"entry {index}",
+                    hint="run `trainguard ledger verify`",
+                )
+            try:
+                record = record_from_json(_canonical.decode(data))
+            except (ValueError, UsageError) as exc:
+                raise LedgerIntegrityError(
+                    f"entry {index} is not a valid record: {exc}", subject=f"entry {index}"
+                ) from exc
+            out.append(Entry(index, data, record))
+        return out
+
+    def entry(self, index: int) -> Entry:
+        found = self.entries(index, index + 1)
+        if not found:
+            raise LedgerIntegrityError("no such entry", subject=f"entry {index}")
+        return found[0]
+
+    def inclusion_proofs(self, indexes: Iterable[int], size: int) -> dict[int, InclusionProof]:
+        """Inclusion proofs of many entries in the tree of ``size``, with one batched read."""
+        wanted = set(indexes)
+        leaves: dict[int, bytes] = {}
+
+        def fetch(keys: set[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+            found = self._perfect(keys | {(0, i) for i in wanted})
+            leaves.update({i: found[(0, i)] for i in wanted})
+            return found
+
+        paths = _merkle.inclusion_proofs(sorted(wanted), size, fetch)
+        return {i: InclusionProof(i, size, leaves[i], tuple(paths[i])) for i in sorted(wanted)}
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> InclusionProof:
+        """The inclusion proof of entry ``index`` in the tree of ``size`` (default: now)."""
+        size = self.size() if size is None else size
+        return self.inclusion_proofs([index], size)[index]
+
+    def consistency_proof(self, old: int, new: int | None = None) -> tuple[bytes, ...]:
+        """The proof that the tree of ``old`` entries is a prefix of the tree of ``new``."""
+        new = self.size() if new is None else new
+        ranges = _merkle.consistency_ranges(old, new)
+        found = self._perfect(k for lo, hi in ranges for k in _merkle.decompose(lo, hi))
+        return tuple(
+            _merkle.fold([found[k] for k in _merkle.decompose(lo, hi)]) for lo, hi in ranges
+        )

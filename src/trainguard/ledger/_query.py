@@ -1,0 +1,169 @@
+"""Where forensic queries get their rows: the derived tables, or the log itself.
+
+:class:`StorageIndex` asks the database's derived tables (fast, indexed) and
+remembers every row it handed out, so the answer can later be cross-checked
+against the entries those rows claim to come from. :class:`LogIndex` builds
+the same tables in memory from the log (slow, but it trusts nothing but the
+entries) and is the fallback when the derived tables disagree with the log.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any, Protocol
+
+from trainguard.errors import LedgerIntegrityError
+from trainguard.ledger import _canonical, _merkle
+from trainguard.ledger._index import TABLES, rows_of
+from trainguard.ledger.storage import Storage
+
+__all__ = ["Index", "LogIndex", "StorageIndex"]
+
+#: Entries read per batch when building a :class:`LogIndex`.
+_BATCH = 50_000
+
+
+class Index(Protocol):
+    """The queries blast radius and lineage make."""
+
+    #: ``(table, row)`` of every row returned so far (rows include their leaf).
+    used: set[tuple[str, tuple[Any, ...]]]
+
+    def select(self, table: str, column: str, values: Collection[Any]) -> list[tuple[Any, ...]]: ...
+
+    def runs_in_window(self, start: int, stop: int) -> list[tuple[Any, ...]]: ...
+
+    def runs_started(self, start: int, stop: int, limit: int) -> list[tuple[Any, ...]]: ...
+
+    def run_totals(self, as_of: int) -> list[tuple[str, int, int]]: ...
+
+
+class StorageIndex:
+    """Queries answered by the derived tables of a storage backend."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.used: set[tuple[str, tuple[Any, ...]]] = set()
+
+    def _note(self, table: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        self.used.update((table, r) for r in rows)
+        return rows
+
+    def select(self, table: str, column: str, values: Collection[Any]) -> list[tuple[Any, ...]]:
+        return self._note(table, self.storage.select(table, column, values)) if values else []
+
+    def runs_in_window(self, start: int, stop: int) -> list[tuple[Any, ...]]:
+        return self._note("runs", self.storage.runs_in_window(start, stop))
+
+    def runs_started(self, start: int, stop: int, limit: int) -> list[tuple[Any, ...]]:
+        return self._note("runs", self.storage.runs_started(start, stop, limit))
+
+    def run_totals(self, as_of: int) -> list[tuple[str, int, int]]:
+        return self.storage.run_totals(as_of)
+
+
+class LogIndex:
+    """The derived tables rebuilt in memory from the log's entries (each leaf hash checked)."""
+
+    def __init__(self, storage: Storage, size: int) -> None:
+        self.used: set[tuple[str, tuple[Any, ...]]] = set()
+        self._tables: dict[str, list[tuple[Any, ...]]] = {t: [] for t in TABLES}
+        self._by: dict[tuple[str, str], dict[Any, list[tuple[Any, ...]]]] = {}
+        expected = 0
+        for start in range(0, size, _BATCH):
+            for leaf, _kind, data, stored in storage.entries(start, min(start + _BATCH, size)):
+                if leaf != expected or _merkle.leaf_hash(data) != stored:
+                    raise LedgerIntegrityError(
+                        "the log itself is damaged; no answer can be trusted",
+                        subject=f"entry {expected}",
+                        hint="run `trainguard ledger verify` to locate the damage",
+                    )
+                expected += 1
+                for table, values in rows_of(_canonical.decode(data, strict=False)):
+                    self._tables[table].append((leaf, *values))
+        if expected != size:
+            raise LedgerIntegrityError(
+                "entries are missing from the log", subject=f"entry {expected}"
+            )
+
+    def _column(self, table: str, column: str) -> dict[Any, list[tuple[Any, ...]]]:
+        key = (table, column)
+        if key not in self._by:
+            pos = TABLES[table].index(column)
+            by: dict[Any, list[tuple[Any, ...]]] = defaultdict(list)
+            for row in self._tables[table]:
+                by[row[pos]].append(row)
+            self._by[key] = by
+        return self._by[key]
+
+    def select(self, table: str, column: str, values: Collection[Any]) -> list[tuple[Any, ...]]:
+        by = self._column(table, column)
+        rows = [r for v in set(values) for r in by.get(v, ())]
+        self.used.update((table, r) for r in rows)
+        return rows
+
+    def runs_in_window(self, start: int, stop: int) -> list[tuple[Any, ...]]:
+        rows = [r for r in self._tables["runs"] if r[6] < stop and (r[7] is None or r[7] >= start)]
+        self.used.update(("runs", r) for r in rows)
+        return rows
+
+    def runs_started(self, start: int, stop: int, limit: int) -> list[tuple[Any, ...]]:
+        rows = sorted(
+            (r for r in self._tables["runs"] if start <= r[6] < stop), key=lambda r: (r[6], r[0])
+        )[:limit]
+        self.used.update(("runs", r) for r in rows)
+        return rows
+
+    def run_totals(self, as_of: int) -> list[tuple[str, int, int]]:
+        ends: dict[str, int] = {}
+        for _, run_id, ended in self._tables["run_ends"]:
+            ends[run_id] = max(ended, ends.get(run_id, ended))
+        totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for r in self._tables["runs"]:
+            end = r[7] if r[7] is not None else ends.get(r[1], as_of)
+            t = totals[r[3]]
+            t[0] += 1
+            t[1] += r[4] * (end - r[6])
+        return [(k, v[0], v[1]) for k, v in sorted(totals.items())]
+
+
+_SCANNER: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def cross_check(
+    storage: Storage,
+    used: Iterable[tuple[str, tuple[Any, ...]]],
+    entries: Mapping[int, tuple[bytes, bytes]] | None = None,
+) -> list[str]:
+    """Problems where a derived row handed out does not follow from the entry it names.
+
+    ``entries`` (leaf -> (data, stored leaf hash)) may hold entries already
+    read; the others are read here.
+    """
+    by_leaf: dict[int, list[tuple[str, tuple[Any, ...]]]] = defaultdict(list)
+    for table, row in used:
+        by_leaf[int(row[0])].append((table, row))
+    found = dict(entries or {})
+    missing = [leaf for leaf in by_leaf if leaf not in found]
+    found.update({leaf: (data, h) for leaf, _k, data, h in storage.entries_at(missing)})
+    problems = []
+    leaf_hash, scan = _merkle.leaf_hash, _SCANNER
+    for leaf in sorted(by_leaf):
+        if leaf not in found:
+            problems.append(f"index rows name entry {leaf}, which does not exist")
+            continue
+        data, stored = found[leaf]
+        if leaf_hash(data) != stored:
+            problems.append(f"entry {leaf} does not match its leaf hash")
+            continue
+        try:
+            expected = {(t, (leaf, *v)) for t, v in rows_of(scan(data.decode("utf-8"), 0)[0])}
+        except (ValueError, KeyError, TypeError, AttributeError, StopIteration):
+            problems.append(f"entry {leaf} is not a valid record")
+            continue
+        for table, row in by_leaf[leaf]:
+            if (table, row) not in expected:
+                problems.append(f"{table} row for entry {leaf} does not match the entry")
+    return problems

@@ -1,0 +1,256 @@
+"""Blast radius: from one indicator to every affected run, artifact, GPU-hour and dollar.
+
+Starting from an indicator (a content digest, a tampered file's digest from
+``env verify``, an environment baseline, a user, a host, a run, a time
+window) the seed runs are found in the ledger; then the closure over
+*run produced artifact -> run used artifact* edges gives every derived
+checkpoint and every run downstream. GPU-hours are the runs' accelerator
+counts times their durations; cost comes from a :class:`PriceTable`. Runs
+outside the closure are the complement, each listed with why it is clean.
+
+Every claim names the ledger entries behind it, and the report carries those
+entries with inclusion proofs (see :mod:`._evidence`), so an auditor can
+re-check it without access to the database (``trainguard ledger check-report``).
+
+The answer comes from the derived tables, which are first cross-checked
+cheaply against the log (row counts) and afterwards row by row for every row
+used; if either disagrees, the answer is recomputed from the log itself and
+the report says so. A deleted or forged index row cannot hide a run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+from trainguard.ledger._blast_search import Search
+from trainguard.ledger._blast_types import (
+    DEFAULT_PRICES,
+    AffectedArtifact,
+    AffectedRun,
+    BlastRadius,
+    CleanRun,
+    Indicator,
+    PriceTable,
+    RunFacts,
+)
+from trainguard.ledger._evidence import Evidence, collect_evidence
+from trainguard.ledger._ledger import Ledger, TreeHead
+from trainguard.ledger._query import Index, LogIndex, StorageIndex, cross_check
+from trainguard.ledger.verify import check_index_counts
+
+__all__ = [
+    "DEFAULT_PRICES",
+    "AffectedArtifact",
+    "AffectedRun",
+    "BlastRadius",
+    "CleanRun",
+    "Indicator",
+    "PriceTable",
+    "RunFacts",
+    "blast_radius",
+]
+
+
+def _cost(facts: RunFacts, prices: PriceTable) -> float | None:
+    price = prices.price(facts.accelerator_type) if facts.accelerator_type else None
+    return None if price is None else price * facts.gpu_hours
+
+
+def _compute(
+    index: Index,
+    indicator: Indicator,
+    as_of: int,
+    prices: PriceTable,
+    max_clean: int,
+    max_depth: int | None,
+) -> tuple[Search, list[AffectedRun], list[AffectedArtifact], list[CleanRun], dict[str, Any]]:
+    search = Search(index, indicator, as_of, max_depth)
+    search.seeds()
+    search.closure()
+    facts = search.run_facts(list(search.reasons))
+    affected = sorted(
+        (
+            AffectedRun(facts[run_id], tuple(reasons), _cost(facts[run_id], prices))
+            for run_id, reasons in search.reasons.items()
+        ),
+        key=lambda a: (a.depth, a.facts.started_at or 0, a.facts.run_id),
+    )
+    used_by: dict[str, int] = defaultdict(int)
+    for run in affected:
+        for reason in run.reasons:
+            if reason.via:
+                used_by[reason.via] += 1
+    artifacts = sorted(
+        (
+            AffectedArtifact(
+                digest,
+                info.get("kind"),
+                None,
+                info["depth"],
+                tuple(dict.fromkeys(info["producers"])),
+                used_by.get(digest, 0),
+                tuple(info["entries"]),
+            )
+            for digest, info in search.artifacts.items()
+        ),
+        key=lambda a: (a.depth, a.digest),
+    )
+    clean = search.clean_runs(facts, max_clean)
+    totals = _totals(index.run_totals(as_of), affected, prices)
+    return search, affected, artifacts, clean, totals
+
+
+def _totals(
+    all_runs: list[tuple[str, int, int]], affected: list[AffectedRun], prices: PriceTable
+) -> dict[str, Any]:
+    runs_total = sum(n for _, n, _ in all_runs)
+    hours_total = sum(s for _, _, s in all_runs) / 3600
+    cost_total = sum((prices.price(t) or 0.0) * s / 3600 for t, _, s in all_runs)
+    unpriced = sorted({t for t, _, _ in all_runs if prices.price(t) is None})
+    a_hours = sum(a.facts.gpu_hours for a in affected)
+    a_cost = sum(a.cost or 0.0 for a in affected)
+    by_type: dict[str, dict[str, float]] = defaultdict(lambda: {"runs": 0, "gpu_hours": 0.0})
+    for a in affected:
+        t = by_type[a.facts.accelerator_type or "unknown"]
+        t["runs"] += 1
+        t["gpu_hours"] += a.facts.gpu_hours
+    return {
+        "runs": runs_total,
+        "gpu_hours": round(hours_total, 3),
+        "cost": round(cost_total, 2),
+        "affected_runs": len(affected),
+        "affected_gpu_hours": round(a_hours, 3),
+        "affected_cost": round(a_cost, 2),
+        "affected_by_accelerator": {
+            k: {"runs": v["runs"], "gpu_hours": round(v["gpu_hours"], 3)}
+            for k, v in sorted(by_type.items())
+        },
+        "clean_runs": runs_total - len([a for a in affected if a.facts.entry is not None]),
+        "clean_gpu_hours": round(hours_total - a_hours, 3),
+        "clean_cost": round(cost_total - a_cost, 2),
+        "unpriced_accelerators": unpriced,
+    }
+
+
+def _cited(
+    result: tuple[Search, list[AffectedRun], list[AffectedArtifact], list[CleanRun], Any],
+) -> set[int]:
+    """Every entry a claim of the answer rests on."""
+    search, affected, artifacts, clean, _ = result
+    cited: set[int] = set()
+    for a in affected:
+        cited.update(e for r in a.reasons for e in r.entries)
+        cited.update(e for e in (a.facts.entry, *a.facts.end_entries) if e is not None)
+    for art in artifacts:
+        cited.update(art.entries)
+    for c in clean:
+        cited.update(c.entries)
+    for s in search.sources:
+        cited.update(s["entries"])
+    return cited
+
+
+def blast_radius(
+    ledger: Ledger,
+    indicator: Indicator,
+    *,
+    prices: PriceTable | None = None,
+    as_of: int | None = None,
+    max_clean: int = 50,
+    max_depth: int | None = None,
+    from_log: bool = False,
+) -> BlastRadius:
+    """Everything affected by ``indicator``, with GPU-hours, cost, complement and evidence.
+
+    Args:
+        prices: the price table (default :data:`DEFAULT_PRICES`).
+        as_of: "now" for runs still going (Unix seconds; default: the current time).
+        max_clean: clean runs listed individually with their reasons (the totals cover all).
+        max_depth: stop following derivations after this many hops (default: no limit).
+        from_log: answer from the log itself, ignoring the derived tables.
+
+    Raises:
+        LedgerIntegrityError: the log itself (not just an index) is damaged.
+    """
+    started = time.perf_counter()
+    prices = prices or PriceTable(DEFAULT_PRICES)
+    as_of = int(time.time()) if as_of is None else as_of
+    size = ledger.size()
+    head = TreeHead(size, ledger.root_at(size))
+    problems = [] if from_log else check_index_counts(ledger.storage)
+    index: Index = (
+        LogIndex(ledger.storage, size) if from_log or problems else StorageIndex(ledger.storage)
+    )
+    result = _compute(index, indicator, as_of, prices, max_clean, max_depth)
+    fetched: dict[int, tuple[bytes, bytes]] | None = None
+    if isinstance(index, StorageIndex):
+        # One read serves both the row cross-check and the evidence.
+        leaves = _cited(result) | {int(row[0]) for _, row in index.used}
+        fetched = {leaf: (d, h) for leaf, _k, d, h in ledger.storage.entries_at(leaves)}
+        problems = cross_check(ledger.storage, index.used, fetched)
+        if problems:
+            index = LogIndex(ledger.storage, size)
+            result = _compute(index, indicator, as_of, prices, max_clean, max_depth)
+            fetched = None
+    search, affected, artifacts, clean, totals = result
+    evidence = collect_evidence(ledger, _cited(result), head, fetched)
+    caveats = _caveats(evidence, affected, totals, index, problems)
+    answered = (
+        "derived tables (cross-checked with the log)"
+        if isinstance(index, StorageIndex)
+        else ("the log (derived tables disagreed with it)" if problems else "the log")
+    )
+    return BlastRadius(
+        indicator,
+        as_of,
+        prices,
+        affected,
+        artifacts,
+        search.sources,
+        clean,
+        totals,
+        evidence,
+        answered,
+        problems,
+        caveats,
+        time.perf_counter() - started,
+    )
+
+
+def _caveats(
+    evidence: Evidence,
+    affected: list[AffectedRun],
+    totals: Mapping[str, Any],
+    index: Index,
+    problems: list[str],
+) -> list[str]:
+    out = []
+    if problems:
+        out.append(
+            "the ledger's derived tables disagree with its log ("
+            + "; ".join(problems[:3])
+            + "): this answer was computed from the log; run `trainguard ledger verify`"
+        )
+    if evidence.signed_head is None:
+        out.append(
+            "no signed tree head: the proofs show consistency, not that the log was not rewritten"
+        )
+    elif evidence.unsigned:
+        out.append(
+            f"{len(evidence.unsigned)} cited entries were appended after the last signed tree head "
+            f"(size {evidence.signed_head.size}); sign a new head to commit them"
+        )
+    if any(a.facts.ongoing for a in affected):
+        out.append("some affected runs are still going: their GPU-hours are counted up to as_of")
+    if any(a.facts.entry is None for a in affected):
+        out.append("some affected runs have edges but no run record: their GPU-hours are unknown")
+    if totals["unpriced_accelerators"]:
+        out.append("no price for accelerator types " + ", ".join(totals["unpriced_accelerators"]))
+    out.append(
+        "clean means: not reachable from the indicator through recorded edges, seeds and "
+        "preflight observations; content a run read without the ledger hooks is invisible here"
+    )
+    return out

@@ -1,0 +1,178 @@
+"""Ledger storage: the handful of operations the ledger needs, and two backends.
+
+:class:`Storage` is the contract; :mod:`.sqlite` (the embedded default, one
+WAL file) and :mod:`.postgres` (the cluster backend, psycopg 3) implement it,
+and one contract-test module runs against both. :func:`open_storage` picks
+the backend from a ledger URL (see :mod:`._url` for the one rule).
+
+Storage is deliberately dumb: it keeps log entries, the hashes of perfect
+Merkle subtrees, derived index rows and signed tree heads, and serializes
+appends so leaf indexes have no gaps or duplicates. It never decides what is
+valid; :mod:`trainguard.ledger.verify` does, from the log alone.
+
+Example:
+    >>> from trainguard.ledger.storage import open_storage
+    >>> store = open_storage("sqlite:////tmp/example-ledger.db")  # doctest: +SKIP
+    >>> store.init("example")  # doctest: +SKIP
+    'example'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from trainguard.ledger._index import Row
+from trainguard.ledger.signing import SignedTreeHead
+from trainguard.ledger.storage._url import (
+    ENV_VAR,
+    LedgerURL,
+    data_dir,
+    default_url,
+    parse_url,
+    resolve_url,
+)
+
+__all__ = [
+    "ENV_VAR",
+    "AppendResult",
+    "LedgerURL",
+    "PreparedEntry",
+    "Storage",
+    "data_dir",
+    "default_url",
+    "node_id",
+    "open_storage",
+    "parse_url",
+    "resolve_url",
+]
+
+
+@dataclass(frozen=True)
+class PreparedEntry:
+    """One entry ready to store: its canonical bytes, leaf hash and derived rows."""
+
+    kind: str
+    data: bytes
+    leaf_hash: bytes
+    rows: tuple[Row, ...]
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What an acknowledged (committed) append produced.
+
+    Attributes:
+        first: the leaf index of the first entry appended.
+        size: the tree size after the append.
+        root: the Merkle root at ``size``.
+    """
+
+    first: int
+    size: int
+    root: bytes
+
+
+def node_id(level: int, index: int) -> int:
+    """The storage key of perfect subtree ``(level, index)``, ``level >= 1``.
+
+    Ordered by (last leaf covered, level): the order in which a left-to-right
+    pass over the leaves completes the subtrees, so verification can compare
+    stored nodes with recomputed ones in one sequential read.
+    """
+    return ((((index + 1) << level) - 1) << 6) | level
+
+
+class Storage(Protocol):
+    """What a ledger backend provides. All methods raise ``StorageError`` on backend failures."""
+
+    url: LedgerURL
+
+    def init(self, origin: str) -> str:
+        """Create the tables if missing; return the log's origin (the stored one if it exists)."""
+        ...
+
+    def origin(self) -> str | None:
+        """The log's origin, or ``None`` when the ledger was never initialised."""
+        ...
+
+    def append(self, entries: Sequence[PreparedEntry]) -> AppendResult:
+        """Append atomically after every committed entry; returns once durable."""
+        ...
+
+    def size(self) -> int:
+        """One past the highest stored leaf index (the tree size if nothing was deleted)."""
+        ...
+
+    def entries(self, start: int, stop: int) -> list[tuple[int, str, bytes, bytes]]:
+        """``(leaf, kind, data, leaf_hash)`` for stored leaves in ``[start, stop)``, by leaf."""
+        ...
+
+    def entries_at(self, leaves: Collection[int]) -> list[tuple[int, str, bytes, bytes]]:
+        """``(leaf, kind, data, leaf_hash)`` for the stored leaves among ``leaves``, by leaf."""
+        ...
+
+    def nodes(self, start: int, stop: int) -> list[tuple[int, bytes]]:
+        """``(node_id, hash)`` for stored nodes with ``start <= node_id < stop``, by id."""
+        ...
+
+    def perfect(self, keys: Collection[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """Hashes of perfect subtrees ``(level, index)``; level 0 is a leaf hash. Missing keys are absent."""
+        ...
+
+    def rows(self, table: str, start: int, stop: int) -> list[tuple[Any, ...]]:
+        """Rows of a derived table whose leaf is in ``[start, stop)``, ordered by leaf."""
+        ...
+
+    def select(self, table: str, column: str, values: Collection[Any]) -> list[tuple[Any, ...]]:
+        """Rows of a derived table whose indexed ``column`` is one of ``values``."""
+        ...
+
+    def runs_in_window(self, start: int, stop: int) -> list[tuple[Any, ...]]:
+        """``runs`` rows that started before ``stop`` (callers check the end against ``start``)."""
+        ...
+
+    def runs_started(self, start: int, stop: int, limit: int) -> list[tuple[Any, ...]]:
+        """The first ``limit`` ``runs`` rows that started in ``[start, stop)``, by start time."""
+        ...
+
+    def run_totals(self, as_of: int) -> list[tuple[str, int, int]]:
+        """``(accelerator_type, runs, accelerator_seconds)`` over all runs; a run's end is its
+        ``ended_at``, else its latest ``run_end``, else ``as_of`` (still running)."""
+        ...
+
+    def counts(self) -> dict[str, int]:
+        """Row counts: ``entries`` (one past the highest leaf), each derived table, the
+        ``n_hosts`` and ``n_files`` sums, and ``out_of_range`` (derived rows beyond the log)."""
+        ...
+
+    def node_count(self) -> int:
+        """Stored Merkle tree nodes."""
+        ...
+
+    def add_head(self, head: SignedTreeHead) -> None:
+        """Store a signed tree head (idempotent)."""
+        ...
+
+    def heads(self) -> list[SignedTreeHead]:
+        """Every stored tree head, by size then timestamp."""
+        ...
+
+    def maintain(self) -> None:
+        """Refresh query-planner statistics and reclaim space (``trainguard ledger maintain``)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_storage(url: str | LedgerURL | None = None) -> Storage:
+    """Open the backend a ledger URL names (``None``: the one rule of :func:`resolve_url`)."""
+    parsed = url if isinstance(url, LedgerURL) else resolve_url(url)
+    if parsed.scheme == "postgresql":
+        from trainguard.ledger.storage.postgres import PostgresStorage
+
+        return PostgresStorage(parsed)
+    from trainguard.ledger.storage.sqlite import SQLiteStorage
+
+    return SQLiteStorage(parsed)

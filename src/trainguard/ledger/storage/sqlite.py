@@ -1,0 +1,125 @@
+"""SQLite backend: the embedded default, one WAL-mode file.
+
+Appends run in ``BEGIN IMMEDIATE`` transactions, which SQLite serializes
+across processes (on one host; SQLite over a network file system is not
+safe, use PostgreSQL there). ``synchronous=FULL`` makes a commit durable
+before the append returns, so an acknowledged entry survives a crash of the
+writer and of the machine (``?synchronous=normal``: of the writer only).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from trainguard.errors import StorageError
+from trainguard.ledger.storage._base import SQLStorage, wrap
+from trainguard.ledger.storage._url import LedgerURL
+
+__all__ = ["SQLiteStorage"]
+
+#: How long a writer waits for the append lock before giving up (milliseconds).
+BUSY_TIMEOUT_MS = 120_000
+#: Page cache per connection (KiB).
+CACHE_KIB = 128 * 1024
+
+
+class SQLiteStorage(SQLStorage):
+    """A ledger in one SQLite file (created, with its directory, on :meth:`init`)."""
+
+    param = "?"
+    blob = "BLOB"
+    bigint = "INTEGER"
+
+    def __init__(self, url: LedgerURL) -> None:
+        super().__init__(url)
+        if url.path is None:
+            raise StorageError("a SQLite ledger URL needs a path", subject=url.text)
+        self.path = url.path
+        self._conn: sqlite3.Connection | None = None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            if not self.path.exists():
+                try:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise wrap(exc, self.url, "creating the ledger directory") from exc
+            try:
+                conn = sqlite3.connect(
+                    self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
+                )
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute(f"PRAGMA synchronous = {self.url.synchronous.upper()}")
+                # Index inserts land at random pages of big tables: keep them cached.
+                conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+            except sqlite3.Error as exc:
+                raise wrap(exc, self.url, "opening the database") from exc
+            self._conn = conn
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self.conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise wrap(exc, self.url, "querying") from exc
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise wrap(exc, self.url, "taking the append lock") from exc
+        try:
+            yield
+        except BaseException:
+            conn.rollback()
+            raise
+        try:
+            conn.commit()
+        except sqlite3.Error as exc:
+            raise wrap(exc, self.url, "committing") from exc
+
+    def _insert(self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+        marks = ", ".join("?" * len(columns))
+        try:
+            self.conn.executemany(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows
+            )
+        except sqlite3.Error as exc:
+            raise wrap(exc, self.url, f"inserting into {table}") from exc
+
+    def _in(self, sql: str, values: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
+        # One statement for any number of values: the list travels as one JSON
+        # parameter (SQLite's json_each), instead of hundreds of IN (?, ...) chunks.
+        if values:
+            yield from self._execute(
+                sql.replace("IN ({inl})", "IN (SELECT value FROM json_each(?))"),
+                (json.dumps(list(values)),),
+            )
+
+    def maintain(self) -> None:
+        self._execute("ANALYZE")
+        self._execute("PRAGMA optimize")
+
+    def _table_exists(self, table: str) -> bool:
+        if not self.path.exists():
+            return False
+        rows = self._execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        )
+        return bool(rows)
+
+    def _prepare_schema(self) -> None:
+        pass

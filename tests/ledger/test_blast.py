@@ -1,0 +1,271 @@
+"""Blast radius on a hand-built scenario: exactly the expected runs, artifacts and GPU-hours."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.ledger import _factory as f
+from tests.ledger.test_verify_tamper import raw
+
+from trainguard.errors import LedgerIntegrityError, UsageError
+from trainguard.ledger import Ledger, PreflightResult, SigningKey
+from trainguard.ledger._evidence import verify_evidence
+from trainguard.ledger.blast import BlastRadius, Indicator, PriceTable, blast_radius
+from trainguard.ledger.records import Artifact
+
+H = 3600
+T = f.T0
+P1, P1X, A1, B1, C1, D0 = (f.digest(n) for n in ("P1", "P1x", "A1", "B1", "C1", "D0"))
+E_OK, E_BAD = f.digest("env-ok"), f.digest("env-bad")
+TAMPERED = f.digest("torch/__init__.py (edited)")
+PRICES = PriceTable({"H100": 3.0, "A100": 2.0}, "USD", "test")
+
+
+def scenario() -> list[Any]:
+    """The incident in miniature (see the module docstring of each assertion)."""
+    return [
+        Artifact(D0, "dataset_manifest", T, 10, "d0.json"),
+        f.run("pretrain", gpus=16, hosts=("gpu-001", "gpu-002"), start=T, hours=10, env=E_OK),
+        f.used("pretrain", "D0", kind="dataset_manifest"),
+        f.produced("pretrain", "P1"),
+        # The insider's run turns P1 into a sabotaged P1x.
+        f.run(
+            "evil", user="mallory", gpus=1, hosts=("gpu-009",), start=T + 11 * H, hours=1, env=E_OK
+        ),
+        f.used("evil", "P1"),
+        f.produced("evil", "P1x"),
+        f.run("ft-a", gpus=8, hosts=("gpu-003",), start=T + 13 * H, hours=2, env=E_OK),
+        f.used("ft-a", "P1x"),
+        f.produced("ft-a", "A1"),
+        f.run(
+            "ft-b",
+            user="bob",
+            gpus=8,
+            accel="A100",
+            hosts=("gpu-004",),
+            start=T + 13 * H,
+            hours=3,
+            env=E_BAD,
+        ),
+        f.used("ft-b", "P1"),
+        f.produced("ft-b", "B1"),
+        f.run(
+            "eval-a", user="bob", gpus=1, hosts=("gpu-005",), start=T + 16 * H, hours=0.5, env=E_OK
+        ),
+        f.used("eval-a", "A1"),
+        # Preflight on gpu-007 finds an edited torch install; later it is clean again.
+        PreflightResult("gpu-007", T + 15 * H, False, 1, files=(("torch/__init__.py", TAMPERED),)),
+        f.run(
+            "eval-b", user="bob", gpus=1, hosts=("gpu-007",), start=T + 17 * H, hours=0.5, env=E_OK
+        ),
+        f.used("eval-b", "B1"),
+        f.run("ft-c", gpus=4, hosts=("gpu-006",), start=T + 17 * H, hours=1, env=E_OK),
+        f.used("ft-c", "P1x"),
+        f.used("ft-c", "B1"),
+        f.produced("ft-c", "C1"),
+        PreflightResult("gpu-007", T + 20 * H, True, 0),
+        f.run("late-on-007", gpus=1, hosts=("gpu-007",), start=T + 21 * H, hours=1, env=E_OK),
+        f.run("ongoing", gpus=2, hosts=("gpu-008",), start=T + 18 * H, hours=None, env=E_OK),
+        f.used("ongoing", "A1"),
+        f.run("idle", gpus=1, hosts=("gpu-010",), start=T + 14 * H, hours=1, env=E_OK),
+    ]
+
+
+AS_OF = T + 20 * H  # "now": the ongoing run has run 2 hours
+
+
+@pytest.fixture
+def key() -> SigningKey:
+    return SigningKey.generate()
+
+
+@pytest.fixture
+def ledger(ledger_url: str, key: SigningKey) -> Ledger:
+    ledger = Ledger.open(ledger_url, create=True)
+    ledger.append(scenario())
+    ledger.sign(key)
+    return ledger
+
+
+def radius(ledger: Ledger, **kwargs: Any) -> BlastRadius:
+    from_log = kwargs.pop("from_log", False)
+    return blast_radius(
+        ledger, Indicator(**kwargs), prices=PRICES, as_of=AS_OF, max_clean=20, from_log=from_log
+    )
+
+
+def affected(result: BlastRadius) -> dict[str, float]:
+    return {a.facts.run_id: round(a.facts.gpu_hours, 3) for a in result.affected_runs}
+
+
+def test_poisoned_checkpoint(ledger: Ledger, key: SigningKey) -> None:
+    result = radius(ledger, artifacts=(P1X,))
+    # ft-a and ft-c loaded P1x; eval-a and ongoing loaded A1, which ft-a derived from it.
+    assert affected(result) == {"ft-a": 16.0, "ft-c": 4.0, "eval-a": 0.5, "ongoing": 4.0}
+    depth = {a.facts.run_id: a.depth for a in result.affected_runs}
+    assert depth == {"ft-a": 0, "ft-c": 0, "eval-a": 1, "ongoing": 1}
+    assert {a.digest: a.depth for a in result.affected_artifacts} == {P1X: 0, A1: 1, C1: 1}
+    assert [s["produced_by"] for s in result.sources if "produced_by" in s] == ["evil"]
+    t = result.totals
+    assert t["affected_runs"] == 4 and t["affected_gpu_hours"] == 24.5
+    assert t["affected_cost"] == 24.5 * 3.0
+    assert t["runs"] == 10 and t["clean_runs"] == 6
+    total_hours = 160 + 1 + 16 + 24 + 0.5 + 0.5 + 4 + 1 + 4 + 1
+    assert t["gpu_hours"] == total_hours and t["clean_gpu_hours"] == total_hours - 24.5
+    assert next(a for a in result.affected_runs if a.facts.run_id == "ongoing").facts.ongoing
+    clean = {c.facts.run_id: c.reason for c in result.clean_runs}
+    assert set(clean) == {"ft-b", "idle", "eval-b"}  # clean runs during the affected span
+    assert "none the indicator" in clean["ft-b"] and "no recorded inputs" in clean["idle"]
+    assert result.answered_from.startswith("derived tables")
+    assert verify_evidence(json.loads(json.dumps(result.to_json())), [key.public_key]) > 10
+
+
+def test_every_claim_carries_entries_that_prove_it(ledger: Ledger) -> None:
+    result = radius(ledger, artifacts=(P1X,))
+    eval_a = next(a for a in result.affected_runs if a.facts.run_id == "eval-a")
+    (reason,) = eval_a.reasons
+    assert reason.via == A1 and reason.parent == "ft-a"
+    produced, used = (json.loads(result.evidence.entries[i]) for i in reason.entries)
+    assert (produced["run_id"], produced["direction"], produced["digest"]) == (
+        "ft-a",
+        "produced",
+        A1,
+    )
+    assert (used["run_id"], used["direction"], used["digest"]) == ("eval-a", "used", A1)
+    for i in reason.entries:
+        result.evidence.proofs[i].verify(result.evidence.head.root)
+
+
+def test_insider_user_as_indicator(ledger: Ledger) -> None:
+    result = radius(ledger, users=("mallory",))
+    assert affected(result) == {
+        "evil": 1.0,
+        "ft-a": 16.0,
+        "ft-c": 4.0,
+        "eval-a": 0.5,
+        "ongoing": 4.0,
+    }
+
+
+def test_environment_baseline_as_indicator(ledger: Ledger) -> None:
+    result = radius(ledger, env_baselines=(E_BAD,))
+    assert affected(result) == {"ft-b": 24.0, "eval-b": 0.5, "ft-c": 4.0}
+    assert result.totals["affected_cost"] == 24.0 * 2.0 + 0.5 * 3.0 + 4.0 * 3.0
+
+
+def test_tampered_file_from_a_host_preflight(ledger: Ledger) -> None:
+    # eval-b ran on gpu-007 after the tampered torch was seen and before the clean preflight;
+    # late-on-007 started after the host was clean again.
+    result = radius(ledger, files=(TAMPERED,))
+    assert affected(result) == {"eval-b": 0.5}
+
+
+def test_host_and_window_indicators(ledger: Ledger) -> None:
+    assert set(affected(radius(ledger, hosts=("gpu-003",)))) == {"ft-a", "eval-a", "ongoing"}
+    window = radius(ledger, since=T + 16 * H, until=T + 16 * H + 60)
+    # ft-b (ends as the window opens) and eval-a ran in it; ft-b's B1 reached eval-b and ft-c.
+    assert set(affected(window)) == {"ft-b", "eval-a", "eval-b", "ft-c"}
+    narrowed = radius(ledger, hosts=("gpu-005", "gpu-003"), since=T + 16 * H, until=T + 16 * H + 60)
+    assert set(affected(narrowed)) == {"eval-a"}
+
+
+def test_answer_from_the_log_equals_answer_from_the_index(ledger: Ledger) -> None:
+    a = radius(ledger, artifacts=(P1X,))
+    b = radius(ledger, artifacts=(P1X,), from_log=True)
+    assert affected(a) == affected(b) and b.answered_from == "the log"
+    assert a.totals == b.totals
+
+
+def test_deleted_index_row_does_not_hide_a_run(ledger: Ledger, ledger_url: str) -> None:
+    leaf = raw(ledger_url, "SELECT leaf FROM edges WHERE run_id = 'ft-a' AND direction = 'used'")[
+        0
+    ][0]
+    raw(ledger_url, "DELETE FROM edges WHERE leaf = ?", (leaf,))
+    result = radius(ledger, artifacts=(P1X,))
+    assert affected(result) == {"ft-a": 16.0, "ft-c": 4.0, "eval-a": 0.5, "ongoing": 4.0}
+    assert "disagreed" in result.answered_from and result.index_problems
+    assert any("derived tables disagree" in c for c in result.caveats)
+
+
+def test_altered_index_row_is_caught_by_the_row_cross_check(
+    ledger: Ledger, ledger_url: str
+) -> None:
+    raw(
+        ledger_url,
+        "UPDATE edges SET digest = ? WHERE run_id = 'ft-c' AND digest = ?",
+        (f.digest("harmless"), P1X),
+    )
+    result = radius(ledger, artifacts=(P1X,))
+    assert "ft-c" in affected(result) and result.index_problems
+
+
+def test_report_tampering_is_caught_by_the_auditor(ledger: Ledger, key: SigningKey) -> None:
+    report = json.loads(json.dumps(radius(ledger, artifacts=(P1X,)).to_json()))
+    verify_evidence(report, [key.public_key], require_signed=True)
+
+    edited = copy.deepcopy(report)
+    run_entry = next(e for e in edited["evidence"]["entries"].values() if '"ana"' in e["data"])
+    run_entry["data"] = run_entry["data"].replace('"ana"', '"eve"')
+    with pytest.raises(LedgerIntegrityError):
+        verify_evidence(edited, [key.public_key])
+
+    dropped = copy.deepcopy(report)
+    cited = dropped["affected_runs"][0]["because"][0]["entries"][0]
+    del dropped["evidence"]["entries"][str(cited)]
+    with pytest.raises(LedgerIntegrityError, match="claims cite"):
+        verify_evidence(dropped, [key.public_key])
+
+    with pytest.raises(LedgerIntegrityError, match="not trusted"):
+        verify_evidence(report, [SigningKey.generate().public_key])
+
+
+def test_unsigned_entries_are_called_out(ledger: Ledger, key: SigningKey) -> None:
+    ledger.append([f.run("later", start=T + 30 * H), f.used("later", "P1x", at=T + 30 * H)])
+    result = radius(ledger, artifacts=(P1X,))
+    assert "later" in affected(result)
+    assert any("after the last signed tree head" in c for c in result.caveats)
+    report = json.loads(json.dumps(result.to_json()))
+    verify_evidence(report, [key.public_key])
+    with pytest.raises(LedgerIntegrityError, match="not covered"):
+        verify_evidence(report, [key.public_key], require_signed=True)
+
+
+def test_prices_and_indicator_validation(tmp_path: Path) -> None:
+    p = tmp_path / "prices.json"
+    p.write_text(json.dumps({"currency": "EUR", "prices": {"H100": 2.5}}))
+    table = PriceTable.load(p)
+    assert table.price("H100-SXM5-80GB") == 2.5 and table.price("MI300X") is None
+    toml = tmp_path / "prices.toml"
+    toml.write_text('currency = "USD"\n[prices]\nA100 = 1.5\n')
+    assert PriceTable.load(toml).price("A100") == 1.5
+    with pytest.raises(UsageError):
+        Indicator()
+    with pytest.raises(UsageError):
+        Indicator(artifacts=("not-a-digest",))
+    assert Indicator(artifacts=("AB" * 32,)).artifacts == ("sha256:" + "ab" * 32,)
+
+
+def test_lineage_of_the_poisoned_checkpoint(ledger: Ledger) -> None:
+    from trainguard.ledger.lineage import lineage
+
+    graph = lineage(ledger, P1X)
+    rels = {(s, t, r) for s, t, r, _ in graph.edges}
+    assert ("evil", P1X, "produced") in rels and (P1, "evil", "used") in rels  # upstream
+    assert ("pretrain", P1, "produced") in rels and (D0, "pretrain", "used") in rels
+    assert (P1X, "ft-a", "used") in rels and ("ft-a", A1, "produced") in rels  # downstream
+    assert (A1, "eval-a", "used") in rels and (A1, "ongoing", "used") in rels
+    assert (P1X, "ft-c", "used") in rels and ("ft-c", C1, "produced") in rels
+    assert "ft-b" not in graph.nodes  # a sibling branch, neither upstream nor downstream
+    text = graph.to_text()
+    assert "upstream:" in text and "<- produced" in text and "-> used" in text and "P1x [" in text
+    assert graph.to_dot().startswith("digraph lineage {") and "->" in graph.to_dot()
+    assert graph.to_mermaid().startswith("flowchart LR")
+    down_only = lineage(ledger, P1X, up=False, max_depth=1)
+    assert {t for s, t, r, _ in down_only.edges} == {"ft-a", "ft-c"}
+    assert lineage(ledger, "eval-a", down=False).nodes.keys() >= {A1, "ft-a", P1X, "evil", P1}
+    with pytest.raises(UsageError):
+        lineage(ledger, "no-such-run")
