@@ -35,7 +35,9 @@ def main() -> None:
             for k, rid in enumerate(ids, start=i)
         ]
         result = ledger.append(records)
-        print("ACK", result.first, result.size, *ids, flush=True)
+        # One write per line, so a kill can only truncate the line, never interleave it.
+        sys.stdout.write(" ".join(["ACK", str(result.first), str(result.size), *ids]) + "\n")
+        sys.stdout.flush()
         i += len(ids)
     ledger.close()
 

@@ -136,8 +136,8 @@ def test_every_claim_carries_entries_that_prove_it(ledger: Ledger) -> None:
         A1,
     )
     assert (used["run_id"], used["direction"], used["digest"]) == ("eval-a", "used", A1)
-    for i in reason.entries:
-        result.evidence.proofs[i].verify(result.evidence.head.root)
+    assert set(reason.entries) <= set(result.evidence.entries)
+    result.evidence.verify()  # the batch proof covers every cited entry
 
 
 def test_insider_user_as_indicator(ledger: Ledger) -> None:
@@ -221,6 +221,13 @@ def test_report_tampering_is_caught_by_the_auditor(ledger: Ledger, key: SigningK
 
     with pytest.raises(LedgerIntegrityError, match="not trusted"):
         verify_evidence(report, [SigningKey.generate().public_key])
+
+    for k in range(len(report["evidence"]["batch_proof"])):
+        flipped = copy.deepcopy(report)
+        h = flipped["evidence"]["batch_proof"][k]
+        flipped["evidence"]["batch_proof"][k] = f"{int(h[0], 16) ^ 1:x}" + h[1:]
+        with pytest.raises(LedgerIntegrityError, match="batch inclusion proof"):
+            verify_evidence(flipped, [key.public_key])
 
 
 def test_unsigned_entries_are_called_out(ledger: Ledger, key: SigningKey) -> None:

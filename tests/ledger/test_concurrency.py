@@ -22,7 +22,9 @@ WRITER = Path(__file__).with_name("_writer.py")
 def _acks(output: str) -> dict[str, int]:
     """Run name -> the leaf index its acknowledged append gave it."""
     out = {}
-    for line in output.splitlines():
+    # Only newline-terminated lines: a writer killed mid-print leaves a partial last line,
+    # which acknowledged nothing (the ACK is complete only once its newline is out).
+    for line in output.split("\n")[:-1]:
         if line.startswith("ACK "):
             _, first, size, *names = line.split()
             assert int(size) - int(first) == len(names)

@@ -43,6 +43,10 @@ SHARD_SIZE = 64 * 1024 * 1024
 #: ``algorithm:hex`` with a 256-bit hex value.
 DIGEST_RE = re.compile(r"^(sha256|sha256-shards):[0-9a-f]{64}$")
 _SHARDS_DOMAIN = b"trainguard.sha256-shards.v1\x00"
+#: What ``json.dumps`` with these options builds on every call, built once.
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
 
 
 def _check(value: JSONValue, path: str) -> None:
@@ -70,6 +74,10 @@ def _check(value: JSONValue, path: str) -> None:
         for key, item in value.items():
             if type(key) is not str or not key.isascii():
                 raise ValueError(f"{path}: object keys must be ASCII strings, got {key!r}")
+            # Plain ASCII strings and small ints inline: no call, no path string.
+            ti = type(item)
+            if (ti is str and item.isascii()) or (ti is int and -MAX_INT <= item <= MAX_INT):
+                continue
             _check(item, f"{path}.{key}")
         return
     if isinstance(value, str | int) and not isinstance(value, bool):
@@ -89,9 +97,7 @@ def encode(value: Mapping[str, JSONValue]) -> bytes:
         ValueError: a float, bytes, huge integer, non-ASCII key or lone surrogate.
     """
     _check(value, "$")
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    return _ENCODER.encode(value).encode("utf-8")
 
 
 def _no_duplicates(pairs: list[tuple[str, JSONValue]]) -> dict[str, JSONValue]:

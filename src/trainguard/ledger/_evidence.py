@@ -1,10 +1,11 @@
 """Evidence for forensic claims: cited entries, inclusion proofs, and a re-check for auditors.
 
 A claim in a blast-radius report names ledger entries by index. The report
-carries, for each cited entry, its canonical bytes and an inclusion proof in
-the current tree head, plus the latest signed tree head and a consistency
-proof from it to the current head. :func:`verify_evidence` re-checks all of
-that offline, from the report alone and a trusted public key.
+carries, for each cited entry, its canonical bytes; one batch inclusion proof
+(:mod:`._multiproof`) of all of them in the current tree head, every shared
+hash listed once; and the latest signed tree head with a consistency proof from
+it to the current head. :func:`verify_evidence` re-checks all of that offline,
+from the report alone and a trusted public key.
 """
 
 from __future__ import annotations
@@ -15,24 +16,35 @@ from typing import Any
 
 from trainguard.errors import LedgerIntegrityError
 from trainguard.ledger import _merkle
-from trainguard.ledger._ledger import InclusionProof, Ledger, TreeHead
+from trainguard.ledger._ledger import Ledger, TreeHead
+from trainguard.ledger._multiproof import verify_batch
 from trainguard.ledger.signing import PublicKey, SignedTreeHead
 
 __all__ = ["Evidence", "collect_evidence", "verify_evidence"]
 
-#: Inclusion proofs self-checked per report (spread evenly over the cited entries).
-_SELF_CHECK = 512
-
 
 @dataclass(frozen=True)
 class Evidence:
-    """Cited entries with their proofs, anchored to a tree head and (if any) a signed head."""
+    """Cited entries with their batch proof, anchored to a tree head and (if any) a signed head.
+
+    ``batch_proof`` proves every entry of ``entries`` in ``head`` at once
+    (:func:`~trainguard.ledger._multiproof.verify_batch`).
+    """
 
     head: TreeHead
     signed_head: SignedTreeHead | None
     consistency: tuple[bytes, ...]
     entries: Mapping[int, bytes]
-    proofs: Mapping[int, InclusionProof]
+    batch_proof: tuple[bytes, ...]
+
+    def verify(self) -> None:
+        """Check the batch proof of every cited entry against the tree head's root.
+
+        Raises:
+            LedgerIntegrityError: an entry or a proof hash does not fit the root.
+        """
+        leaves = {i: _merkle.leaf_hash(data) for i, data in self.entries.items()}
+        verify_batch(self.head.size, leaves, self.batch_proof, self.head.root)
 
     @property
     def unsigned(self) -> list[int]:
@@ -46,12 +58,9 @@ class Evidence:
             "signed_tree_head": self.signed_head.to_json() if self.signed_head else None,
             "consistency_proof": [h.hex() for h in self.consistency],
             "entries": {
-                str(i): {
-                    "data": self.entries[i].decode("utf-8"),
-                    "proof": self.proofs[i].to_json(),
-                }
-                for i in sorted(self.entries)
+                str(i): {"data": self.entries[i].decode("utf-8")} for i in sorted(self.entries)
             },
+            "batch_proof": [h.hex() for h in self.batch_proof],
         }
 
 
@@ -61,7 +70,7 @@ def collect_evidence(
     head: TreeHead,
     fetched: Mapping[int, tuple[bytes, bytes]] | None = None,
 ) -> Evidence:
-    """Read the cited entries and prove each one in ``head``; check every proof before use.
+    """Read the cited entries and prove them in ``head``; check the whole proof before use.
 
     ``fetched`` (leaf -> (data, stored leaf hash)) may hold entries already read.
 
@@ -74,29 +83,30 @@ def collect_evidence(
     entries = {leaf: known[leaf][0] for leaf in wanted if leaf in known}
     rows = ledger.storage.entries_at([leaf for leaf in wanted if leaf not in known])
     entries.update({leaf: data for leaf, _k, data, _h in rows})
+    stored = {leaf: known[leaf][1] for leaf in wanted if leaf in known}
+    stored.update({leaf: h for leaf, _k, _d, h in rows})
     missing = [leaf for leaf in wanted if leaf not in entries]
     if missing:
         raise LedgerIntegrityError(
             "cited entries are missing from the log", subject=f"entries {missing[:5]}"
         )
-    proofs = ledger.inclusion_proofs(wanted, head.size) if wanted else {}
-    for leaf in wanted:
-        if proofs[leaf].leaf_hash != _merkle.leaf_hash(entries[leaf]):
-            raise LedgerIntegrityError(
-                "a cited entry does not match the tree", subject=f"entry {leaf}"
-            )
-    # Proofs come from stored nodes; checking a spread sample of them (all, when
-    # few) catches a damaged tree before a report is handed out. Auditors check all.
-    step = max(1, len(wanted) // _SELF_CHECK)
-    for leaf in wanted[::step]:
-        proofs[leaf].verify(head.root)
+    leaves = {leaf: _merkle.leaf_hash(entries[leaf]) for leaf in wanted}
+    edited = [leaf for leaf in wanted if leaves[leaf] != stored[leaf]]
+    if edited:
+        raise LedgerIntegrityError(
+            "a cited entry does not match the tree", subject=f"entries {edited[:5]}"
+        )
+    # The proof comes from stored nodes; checking all of it (a few hashes per
+    # entry) catches a damaged tree before a report is handed out.
+    batch = ledger.batch_proof(wanted, head.size)
+    verify_batch(head.size, leaves, batch, head.root)
     signed = [h for h in ledger.signed_heads() if 0 < h.size <= head.size]
     latest = max(signed, key=lambda h: (h.size, h.timestamp)) if signed else None
     consistency: tuple[bytes, ...] = ()
     if latest is not None:
         consistency = ledger.consistency_proof(latest.size, head.size)
         _merkle.verify_consistency(latest.size, head.size, latest.root, head.root, consistency)
-    return Evidence(head, latest, consistency, entries, proofs)
+    return Evidence(head, latest, consistency, entries, batch)
 
 
 def verify_evidence(
@@ -105,8 +115,9 @@ def verify_evidence(
     """Re-check the evidence section of a report (JSON) offline; returns entries checked.
 
     Checks the signed head's signature (with ``trusted`` keys), the
-    consistency proof from it to the report's tree head, every cited entry's
-    inclusion proof, and that every entry a claim cites is in the evidence.
+    consistency proof from it to the report's tree head, the batch inclusion
+    proof of every cited entry, and that every entry a claim cites is in the
+    evidence.
 
     Raises:
         LedgerIntegrityError: any of those fails.
@@ -114,8 +125,9 @@ def verify_evidence(
     try:
         ev = report["evidence"]
         head = TreeHead(int(ev["tree_head"]["size"]), bytes.fromhex(ev["tree_head"]["root"]))
-        items = {int(k): v for k, v in ev["entries"].items()}
+        items = {int(k): str(v["data"]).encode("utf-8") for k, v in ev["entries"].items()}
         consistency = [bytes.fromhex(h) for h in ev["consistency_proof"]]
+        batch = [bytes.fromhex(h) for h in ev["batch_proof"]]
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise LedgerIntegrityError(f"malformed report evidence: {exc}") from exc
     sth = ev.get("signed_tree_head")
@@ -129,28 +141,19 @@ def verify_evidence(
         raise LedgerIntegrityError(
             "the report's evidence is not anchored in a signature checked with a trusted key"
         )
-    for index, item in sorted(items.items()):
-        proof = InclusionProof.from_json(item["proof"])
-        data = str(item["data"]).encode("utf-8")
-        if proof.index != index or proof.size != head.size:
-            raise LedgerIntegrityError(
-                "a proof is for another entry or tree", subject=f"entry {index}"
-            )
-        if proof.leaf_hash != _merkle.leaf_hash(data):
-            raise LedgerIntegrityError(
-                "a cited entry's text does not match its proof (edited in the report)",
-                subject=f"entry {index}",
-            )
-        proof.verify(head.root)
-        if require_signed and index >= signed_size:
-            raise LedgerIntegrityError(
-                "a cited entry is not covered by the signed tree head", subject=f"entry {index}"
-            )
     cited = _cited(report)
     absent = sorted(cited - set(items))
     if absent:
         raise LedgerIntegrityError(
             "claims cite entries the evidence does not contain", subject=f"entries {absent[:5]}"
+        )
+    # An entry's text edited in the report changes its leaf hash, so the root.
+    verify_batch(
+        head.size, {i: _merkle.leaf_hash(data) for i, data in items.items()}, batch, head.root
+    )
+    if require_signed and items and max(items) >= signed_size:
+        raise LedgerIntegrityError(
+            "a cited entry is not covered by the signed tree head", subject=f"entry {max(items)}"
         )
     return len(items)
 

@@ -134,14 +134,16 @@ def render_blast_html(report: Mapping[str, Any]) -> str:
         "--public-key KEY.pub</code>.</p>"
     )
     for index, item in sorted(ev["entries"].items(), key=lambda kv: int(kv[0])):
-        proof = item["proof"]
         parts.append(
             f'<details id="entry-{int(index)}"><summary>entry #{_e(index)}</summary>'
-            f"<pre><code>{_e(item['data'])}</code></pre>"
-            f"<p>leaf hash <code>{_e(proof['leaf_hash'])}</code>; inclusion proof in tree size "
-            f"{_e(proof['size'])}:</p><ol>"
-            + "".join(f"<li><code>{_e(h)}</code></li>" for h in proof["path"])
-            + "</ol></details>"
+            f"<pre><code>{_e(item['data'])}</code></pre></details>"
         )
+    batch = ev["batch_proof"]
+    parts.append(
+        f"<details><summary>batch inclusion proof of the {len(ev['entries'])} entries above "
+        f"in tree size {_e(head['size'])}: {len(batch)} hashes</summary><ol>"
+        + "".join(f"<li><code>{_e(h)}</code></li>" for h in batch)
+        + "</ol></details>"
+    )
     parts.append("</body></html>\n")
     return "".join(parts)

@@ -13,10 +13,12 @@ verify`` does.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = [
+    "EDGE_FAST",
     "INDEXES",
     "PRIMARY",
     "SECONDARY",
@@ -78,6 +80,32 @@ INDEXES = (
     ("file_obs", "digest"),
 )
 
+#: A JSON string without escapes or control characters: its text is its value.
+_STR = r'"([^"\\\x00-\x1f]*)"'
+_INT = r"-?(?:0|[1-9][0-9]*)"
+#: The common shape of an edge entry (the bulk of a log), matched without building
+#: a dict. Only texts the full parser reads as exactly these keys match, so the
+#: groups ``(artifact_kind, digest, direction, run_id)`` give the row that
+#: :func:`rows_of` would; any other text (extra keys, escapes, another kind)
+#: takes the full path.
+EDGE_FAST = re.compile(
+    r'\{"artifact_kind":'
+    + _STR
+    + r',"at":'
+    + _INT
+    + r',"digest":'
+    + _STR
+    + r',"direction":'
+    + _STR
+    + r',"kind":"edge"(?:,"name":"[^"\\\x00-\x1f]*")?'
+    + r',"run_id":'
+    + _STR
+    + r'(?:,"size":'
+    + _INT
+    + r')?,"v":'
+    + _INT
+    + r"\}"
+).fullmatch
 #: ``(table, values without the leaf)``.
 Row = tuple[str, tuple[Any, ...]]
 

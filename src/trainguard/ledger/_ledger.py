@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Any
 
 from trainguard.errors import LedgerIntegrityError, UsageError
-from trainguard.ledger import _canonical, _merkle
+from trainguard.ledger import _canonical, _merkle, _multiproof
 from trainguard.ledger._index import rows_of
 from trainguard.ledger.records import Record, record_from_json
 from trainguard.ledger.signing import SignedTreeHead, SigningKey
@@ -258,6 +258,16 @@ class Ledger:
 
         paths = _merkle.inclusion_proofs(sorted(wanted), size, fetch)
         return {i: InclusionProof(i, size, leaves[i], tuple(paths[i])) for i in sorted(wanted)}
+
+    def batch_proof(self, indexes: Iterable[int], size: int) -> tuple[bytes, ...]:
+        """One batch inclusion proof of many entries in the tree of ``size``.
+
+        Shared hashes are listed once (see :mod:`._multiproof`); check it with
+        :func:`~trainguard.ledger._multiproof.verify_batch`.
+        """
+        plan = _multiproof.batch_plan(indexes, size)
+        found = self._perfect(key for group in plan for key in group)
+        return tuple(_merkle.fold([found[key] for key in group]) for group in plan)
 
     def inclusion_proof(self, index: int, size: int | None = None) -> InclusionProof:
         """The inclusion proof of entry ``index`` in the tree of ``size`` (default: now)."""

@@ -96,7 +96,10 @@ class Record:
             value = getattr(self, name)
             if value is None:
                 continue
-            if isinstance(value, tuple):
+            t = type(value)
+            if t is str or t is int:  # most fields: skip the slow ABC check below
+                pass
+            elif isinstance(value, tuple):
                 value = [list(v) if isinstance(v, tuple) else v for v in value]
             elif isinstance(value, Mapping):
                 value = dict(value)

@@ -35,7 +35,7 @@ from typing import Any
 
 from trainguard.errors import LedgerIntegrityError, UsageError
 from trainguard.ledger import _merkle
-from trainguard.ledger._index import PRIMARY, SECONDARY, TABLES, rows_of
+from trainguard.ledger._index import EDGE_FAST, PRIMARY, SECONDARY, TABLES, rows_of
 from trainguard.ledger._ledger import Ledger
 from trainguard.ledger.signing import PublicKey, SignedTreeHead
 from trainguard.ledger.storage import LedgerURL, Storage, node_id, open_storage
@@ -182,10 +182,15 @@ def _check_derived(
     expected: dict[str, list[tuple[Any, ...]]] = {t: [] for t in TABLES}
     # The C scanner directly: json.loads adds encoding detection and two regex
     # matches per call, a third of the time for entries this small.
-    scan = _SCANNER
+    scan, edge, edges = _SCANNER, EDGE_FAST, expected["edges"]
     for index, kind, data, _h in rows:
         try:
             text = data.decode("utf-8")
+            fast = edge(text) if kind == "edge" else None
+            if fast is not None:
+                artifact_kind, digest, direction, run_id = fast.groups()
+                edges.append((index, run_id, direction, digest, artifact_kind))
+                continue
             entry, end = scan(text, 0)
             if end != len(text) or not isinstance(entry, dict):
                 raise ValueError("not one JSON object")
