@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from tests.corpus._formats import (
     dense_layer,
     gguf_bytes,

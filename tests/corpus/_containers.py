@@ -16,6 +16,7 @@ import zlib
 from pathlib import Path
 
 import torch
+
 from tests.corpus._asm import Asm, call, os_system
 from tests.corpus._model import MALICIOUS, RULE_PICKLE, RULE_TORCHSCRIPT, RULE_ZIP, Writer
 from tests.corpus._pickles import npy_object

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tests.corpus.generate import Corpus, build_corpus
 
 

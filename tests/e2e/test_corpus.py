@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from tests.corpus import _model
 from tests.corpus.generate import Corpus, Sample
 from tests.corpus.loaders import LOADERS
-
 from trainguard.findings import Report, Severity
 from trainguard.scan import scan_paths
 

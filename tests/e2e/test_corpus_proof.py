@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tests.corpus.generate import Corpus, build_corpus
 from tests.corpus.loaders import LOADERS
 

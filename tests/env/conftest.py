@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.env._envcraft import copy_venv, demo_wheels, make_venv, pip_install
 
+from tests.env._envcraft import copy_venv, demo_wheels, make_venv, pip_install
 from trainguard.env._envvars import VARIABLES
 
 TORCH_WHEEL_DIR = Path("/opt/wheels")

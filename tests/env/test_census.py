@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.env._envcraft import site_packages
 
 PRELUDE = """

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+
 from tests.env._envcraft import edit_keep_size, make_repo, site_packages
 from tests.env.conftest import python_of
-
 from trainguard.cli.main import main
 
 #: A protocol-0 pickle that would call os.system: built as bytes, never loaded.

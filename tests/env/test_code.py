@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests.env._envcraft import TRAIN_PY, git, make_repo
 
+from tests.env._envcraft import TRAIN_PY, git, make_repo
 from trainguard.env.code import CodeConfig, verify_code
 from trainguard.findings import Report, Severity
 

@@ -11,8 +11,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from tests.env._envcraft import make_wheel
 
+from tests.env._envcraft import make_wheel
 from trainguard.env._envvars import env_findings, shadowing_in_dirs
 from trainguard.env._pth import classify_pth, read_pth
 from trainguard.env._pyc import classify_pyc

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from tests.env._envcraft import rewrite_record_line, site_packages
 from tests.env.conftest import TORCH_WHEEL_DIR, python_of
-
 from trainguard.env import EnvConfig, snapshot_environment, verify_environment
 from trainguard.findings import Report, Severity
 

@@ -8,9 +8,9 @@ import py_compile
 from pathlib import Path
 
 import pytest
+
 from tests.env._envcraft import OPTIM_PY, edit_keep_size, rewrite_record_line, site_packages
 from tests.env.conftest import python_of
-
 from trainguard.env import EnvConfig, verify_environment
 from trainguard.findings import Finding, Report, Severity
 

@@ -9,8 +9,8 @@ import struct
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.scan.pickle._samples import call_pickle
 
+from tests.scan.pickle._samples import call_pickle
 from trainguard.findings import Severity
 from trainguard.scan import ScanContext, ScanLimits, scan_buffer
 from trainguard.scan.pickle import OPCODES, OpReader, PickleParseError, scan_pickle

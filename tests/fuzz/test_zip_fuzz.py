@@ -23,8 +23,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scan._legacycraft import Storage, legacy_tar, rebuild_tensor
-from scan._zipcraft import Entry, build_zip, torch_like
+from tests.scan._legacycraft import Storage, legacy_tar, rebuild_tensor
+from tests.scan._zipcraft import Entry, build_zip, torch_like
 from trainguard.findings import Report
 from trainguard.scan import DEFAULT_LIMITS, scan_buffer
 

@@ -7,9 +7,9 @@ import importlib
 from pathlib import Path
 
 import pytest
-from tests.ledger import _factory as f
 
 import trainguard.ledger as ledger_pkg
+from tests.ledger import _factory as f
 from trainguard.errors import ConfigError, LedgerIntegrityError, UsageError
 from trainguard.ledger import _canonical
 from trainguard.ledger.records import Edge, PreflightResult, Run, record_from_json

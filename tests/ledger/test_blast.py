@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.ledger import _factory as f
 from tests.ledger.test_verify_tamper import raw
-
 from trainguard.errors import LedgerIntegrityError, UsageError
 from trainguard.ledger import Ledger, PreflightResult, SigningKey
 from trainguard.ledger._evidence import verify_evidence

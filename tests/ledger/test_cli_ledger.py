@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+
 from tests.ledger import _factory as f
 from tests.ledger.test_verify_tamper import raw
-
 from trainguard.cli.main import build_parser, main
 
 VERBS = {

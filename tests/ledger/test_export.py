@@ -7,8 +7,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from tests.ledger import _factory as f
 
+from tests.ledger import _factory as f
 from trainguard.ledger import Ledger
 from trainguard.ledger._canonical import SHARD_SIZE, digest_of_shards
 from trainguard.ledger.capture import digest_file

@@ -7,8 +7,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from tests.conftest import REPO
 
+from tests.conftest import REPO
 from trainguard.ledger import Indicator, Ledger, blast_radius, verify_ledger
 
 sys.path.insert(0, str(REPO / "benchmarks"))

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.conftest import SHARED
 
+from tests.conftest import SHARED
 from trainguard.errors import LedgerIntegrityError
 from trainguard.ledger import _merkle as m
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.ledger.test_merkle import _flip, perfect_from
 
+from tests.ledger.test_merkle import _flip, perfect_from
 from trainguard.errors import LedgerIntegrityError
 from trainguard.ledger import _merkle as m
 from trainguard.ledger._multiproof import batch_plan, verify_batch

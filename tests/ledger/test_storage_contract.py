@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from tests.ledger import _factory as f
 
+from tests.ledger import _factory as f
 from trainguard.errors import LedgerIntegrityError
 from trainguard.ledger import _merkle
 from trainguard.ledger._ledger import Ledger, prepare

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.ledger import _factory as f
 
+from tests.ledger import _factory as f
 from trainguard.errors import LedgerIntegrityError
 from trainguard.ledger._ledger import Ledger
 from trainguard.ledger.signing import SigningKey

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from scan._legacycraft import legacy_tar, storages_record
-from scan._zipcraft import Entry, build_zip, marker_pickle, torch_like
+from tests.scan._legacycraft import legacy_tar, storages_record
+from tests.scan._zipcraft import Entry, build_zip, marker_pickle, torch_like
 from trainguard.findings import Report, Severity
 from trainguard.scan import scan_buffer, scan_paths
 

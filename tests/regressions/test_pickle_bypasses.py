@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from tests.scan.pickle._samples import (
     P,
     Raw,
@@ -25,7 +26,6 @@ from tests.scan.pickle._samples import (
     touch,
     touch_code,
 )
-
 from trainguard.findings import Finding, Severity
 from trainguard.scan import scan_buffer
 

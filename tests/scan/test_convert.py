@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
+
 from tests.corpus._asm import Asm, call
 from tests.corpus._containers import torch_zip_with
-
 from trainguard.cli.main import main
 from trainguard.errors import UnsafeArtifactError, UsageError
 from trainguard.findings import Severity

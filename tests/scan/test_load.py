@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+
 from tests.corpus._asm import Asm, call
 from tests.corpus._containers import torch_zip_with
 from tests.corpus._formats import gguf_bytes, safetensors_bytes
-
 from trainguard.errors import LoadError, UnsafeArtifactError, UsageError
 from trainguard.findings import Checked, Report, Severity
 from trainguard.scan import _safetensors_io

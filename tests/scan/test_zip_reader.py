@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from scan._zipcraft import Entry, build_zip, torch_like
+from tests.scan._zipcraft import Entry, build_zip, torch_like
 from trainguard.errors import LimitExceeded
 from trainguard.findings import Severity
 from trainguard.scan._context import ScanContext

@@ -16,7 +16,7 @@ import joblib
 import numpy as np
 import pytest
 
-from scan._zipcraft import marker_pickle
+from tests.scan._zipcraft import marker_pickle
 from trainguard.findings import Report, Severity
 from trainguard.scan import DEFAULT_LIMITS, scan_buffer
 from trainguard.scan._lz4 import Lz4FrameDecoder

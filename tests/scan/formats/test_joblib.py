@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.scan.pickle._samples import call_pickle
 
+from tests.scan.pickle._samples import call_pickle
 from trainguard.findings import Report, Severity
 from trainguard.scan import scan_buffer, scan_paths
 from trainguard.scan.formats import joblib as joblib_format

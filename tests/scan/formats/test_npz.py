@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scan._zipcraft import Entry, build_zip, marker_pickle
+from tests.scan._zipcraft import Entry, build_zip, marker_pickle
 from trainguard.findings import Severity
 from trainguard.scan import DEFAULT_LIMITS, scan_buffer
 from trainguard.scan.formats import npz

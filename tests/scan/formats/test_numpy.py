@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scan._zipcraft import marker_pickle
+from tests.scan._zipcraft import marker_pickle
 from trainguard.findings import Report, Severity
 from trainguard.scan import DEFAULT_LIMITS, scan_buffer
 from trainguard.scan.formats import numpy as npy_format

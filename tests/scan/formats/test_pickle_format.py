@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.scan.pickle._samples import P, call_pickle, nested_call
 
+from tests.scan.pickle._samples import P, call_pickle, nested_call
 from trainguard.findings import Finding, Report, Severity
 from trainguard.scan import scan_buffer, scan_paths
 from trainguard.scan.formats import pickle as pickle_format

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from scan._legacycraft import Storage, legacy_tar, rebuild_tensor, storages_record
-from scan._zipcraft import marker_pickle
+from tests.scan._legacycraft import Storage, legacy_tar, rebuild_tensor, storages_record
+from tests.scan._zipcraft import marker_pickle
 from trainguard.findings import Report, Severity
 from trainguard.scan import scan_buffer
 from trainguard.scan.formats import tar as tar_format

@@ -7,8 +7,8 @@ import struct
 from pathlib import Path
 
 import pytest
-from tests.scan.pickle._samples import P, call_pickle
 
+from tests.scan.pickle._samples import P, call_pickle
 from trainguard.findings import Report, Severity
 from trainguard.scan import scan_buffer, scan_paths
 from trainguard.scan.formats import torch_legacy

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from scan._zipcraft import Entry, build_zip, marker_pickle, torch_like
+from tests.scan._zipcraft import Entry, build_zip, marker_pickle, torch_like
 from trainguard.findings import Report, Severity
 from trainguard.scan import scan_buffer, scan_paths
 from trainguard.scan._zip import Archive
@@ -156,6 +156,34 @@ def test_unexpected_metadata_record_content() -> None:
     entries[1] = Entry("archive/byteorder", b"middle")
     report = scan_buffer(build_zip(entries), "x.pt")
     assert "torch.malformed" in _rules(report, Severity.MEDIUM)
+
+
+@pytest.mark.parametrize(
+    ("record", "content", "written_by_torch"),
+    [
+        ("version", b"3\n", True),
+        ("version", b" 10\t", True),
+        ("version", b"3a", False),
+        ("version", b"", False),
+        ("version", "\u0663".encode(), False),  # a digit, but not an ASCII one
+        ("byteorder", b"big", True),
+        ("byteorder", b"little\n", False),
+        (".format_version", b"1", True),
+        (".format_version", b" 1", False),
+        (".storage_alignment", b"64", True),
+        (".storage_alignment", b"", False),
+        (".data/serialization_id", b"0123456789_ab.C-d", True),
+        (".data/serialization_id", b"", True),
+        (".data/serialization_id", b"a" * 257, False),
+        (".data/serialization_id", b"a b", False),
+    ],
+)
+def test_metadata_records_are_what_torch_writes(
+    record: str, content: bytes, written_by_torch: bool
+) -> None:
+    entries = [e for e in torch_like(BENIGN) if e.raw_name() != f"archive/{record}".encode()]
+    report = scan_buffer(build_zip([*entries, Entry(f"archive/{record}", content)]), "x.pt")
+    assert ("torch.malformed" not in _rules(report)) is written_by_torch
 
 
 def test_storage_layout_compressed_and_misaligned() -> None:

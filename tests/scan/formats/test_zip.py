@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from scan._zipcraft import Entry, build_zip, marker_pickle, torch_like
+from tests.scan._zipcraft import Entry, build_zip, marker_pickle, torch_like
 from trainguard.findings import Severity
 from trainguard.scan import DEFAULT_LIMITS, scan_buffer, scan_paths
 from trainguard.scan.formats import zip as zip_format

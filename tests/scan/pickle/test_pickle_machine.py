@@ -6,8 +6,8 @@ import pickle
 from typing import Any
 
 import pytest
-from tests.scan.pickle._samples import P
 
+from tests.scan.pickle._samples import P
 from trainguard.errors import LimitExceeded
 from trainguard.findings import Finding
 from trainguard.scan import ScanContext, ScanLimits
