@@ -35,7 +35,9 @@ __all__ = [
     "TrainguardError",
     "UnsafeArtifactError",
     "__version__",
+    "load",
     "protect",
+    "save",
     "scan_buffer",
     "scan_paths",
 ]
@@ -48,6 +50,10 @@ def __getattr__(name: str) -> object:
         from trainguard.sentinel import protect
 
         return protect
+    if name in ("save", "load"):
+        from trainguard.ledger import capture
+
+        return getattr(capture, name)
     if name in ("scan_buffer", "scan_paths"):
         from trainguard import scan
 

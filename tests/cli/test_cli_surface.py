@@ -47,4 +47,6 @@ def test_cli_surface_is_frozen() -> None:
 def test_readme_documents_every_command() -> None:
     readme = README.read_text(encoding="utf-8")
     for name in build_parser()._subparsers._group_actions[0].choices:  # type: ignore[union-attr]
-        assert re.search(rf"trainguard {name}\b", readme), f"README does not mention `trainguard {name}`"
+        assert re.search(rf"trainguard {name}\b", readme), (
+            f"README does not mention `trainguard {name}`"
+        )

@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from trainguard.errors import UsageError
 from trainguard.findings import Report, Severity
-from trainguard.report import render
 
 
 def add_output_options(parser: argparse.ArgumentParser, *, default_fail_on: str = "medium") -> None:
@@ -49,16 +47,22 @@ def _color(stream: object) -> bool:
 
 def emit(report: Report, args: argparse.Namespace) -> int:
     """Write ``report`` where the options say and return the exit code."""
+    # Each formatter loads on first use: `scan -q` in a prolog renders nothing.
+    from trainguard.report import render
+
     threshold = fail_on(args)
     machine = "sarif" if args.sarif else ("json" if (args.json or args.output) else None)
     if machine is not None:
         text = render(report, machine)
         if args.output:
-            Path(args.output).write_text(text, encoding="utf-8")
+            with open(args.output, "w", encoding="utf-8") as fh:
+                fh.write(text)
         else:
             sys.stdout.write(text)
     if not args.quiet:
         sys.stderr.write(
-            render(report, "text", color=_color(sys.stderr), verbose=getattr(args, "verbose", False))
+            render(
+                report, "text", color=_color(sys.stderr), verbose=getattr(args, "verbose", False)
+            )
         )
     return report.exit_code(threshold)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from trainguard.cli._output import add_output_options, emit
-from trainguard.cli._progress import Progress
 
 HELP = "scan model artifacts (files, directories, HF model folders) without executing them"
 
@@ -20,7 +19,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     from trainguard.scan import scan_paths
 
-    progress = Progress("scanning", enabled=not args.quiet)
+    if args.quiet:  # no progress line either: nothing to import or draw
+        return emit(scan_paths(args.paths), args)
+    from trainguard.cli._progress import Progress
+
+    progress = Progress("scanning")
     try:
         report = scan_paths(args.paths, progress=progress)
     finally:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from trainguard.errors import LimitExceeded
@@ -18,16 +17,18 @@ __all__ = ["ScanContext"]
 NestedScanner = Callable[[memoryview, "ScanContext", "str | None"], "str | None"]
 
 
-@dataclass
 class _Shared:
     """State shared by a top-level file and everything nested inside it."""
 
-    limits: ScanLimits
-    deadline: float
-    findings: list[Finding] = field(default_factory=list)
-    dropped: int = 0
-    decompressed: int = 0
-    formats: list[tuple[str, str]] = field(default_factory=list)
+    __slots__ = ("deadline", "decompressed", "dropped", "findings", "formats", "limits")
+
+    def __init__(self, limits: ScanLimits, deadline: float) -> None:
+        self.limits = limits
+        self.deadline = deadline
+        self.findings: list[Finding] = []
+        self.dropped = 0
+        self.decompressed = 0
+        self.formats: list[tuple[str, str]] = []
 
 
 class ScanContext:

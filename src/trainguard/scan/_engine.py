@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trainguard.errors import LimitExceeded, UsageError
 from trainguard.findings import Checked, Report, Skipped
+from trainguard.scan import _pages
 from trainguard.scan._context import ScanContext
 from trainguard.scan._rules import LIMIT_HIT, PARSE_ERROR, UNKNOWN_FORMAT, UNREADABLE
 from trainguard.scan.formats import FORMATS, Format, by_name
 from trainguard.scan.limits import DEFAULT_LIMITS, ScanLimits
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
 __all__ = ["scan_buffer", "scan_paths"]
 
 #: Called before each file: (index, total or None when unknown, path).
-Progress = Callable[[int, "int | None", Path], None]
+Progress = Callable[[int, "int | None", "Path"], None]
 
 CAVEATS = [
     "A clean scan means no unsafe construct was found in the bytes examined; it does not "
@@ -27,8 +33,14 @@ CAVEATS = [
     "trust_remote_code) are reported, not proven safe.",
 ]
 
+#: Bytes at each end of a file that detection reads (magic numbers, a zip's end record).
+_PROBED = 64 * 1024 + 22
+
 #: Directory names never descended into (version control and caches).
 _SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__"})
+#: Errors pathlib's is_file()/exists() answer False to instead of raising (3.11 pathlib).
+_MISSING_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP})
+_MISSING_WINERRORS = frozenset({21, 123, 1921})  # not ready, invalid name, unresolvable link
 
 
 def detect(data: memoryview, filename: str | None = None, hint: str | None = None) -> Format | None:
@@ -43,9 +55,17 @@ def detect(data: memoryview, filename: str | None = None, hint: str | None = Non
     return None
 
 
-def _dispatch(data: memoryview, ctx: ScanContext, hint: str | None) -> str | None:
-    """Detect and scan one buffer; every failure becomes a finding on ``ctx``."""
+def _dispatch(
+    data: memoryview, ctx: ScanContext, hint: str | None, *, mapped: bool = False
+) -> str | None:
+    """Detect and scan one buffer; every failure becomes a finding on ``ctx``.
+
+    ``mapped``: ``data`` is the engine's own mapping of a file, read without
+    read-ahead while detecting (see :mod:`._pages`).
+    """
     fmt = detect(data, ctx.filename, hint)
+    if mapped:
+        _pages.restore_read_ahead(data)  # detection is over; the format reads as it needs
     if fmt is None:
         ctx.add(
             UNKNOWN_FORMAT,
@@ -91,11 +111,17 @@ def scan_buffer(
 
 
 def _scan_one(
-    view: memoryview, subject: str, limits: ScanLimits, report: Report, *, filename: str | None
+    view: memoryview,
+    subject: str,
+    limits: ScanLimits,
+    report: Report,
+    *,
+    filename: str | None,
+    mapped: bool = False,
 ) -> None:
     ctx = ScanContext(subject, limits, nested=_dispatch, filename=filename)
     started = time.perf_counter()
-    fmt = _dispatch(view, ctx, None)
+    fmt = _dispatch(view, ctx, None, mapped=mapped)
     report.extend(ctx.findings)
     detail: dict[str, object] = {
         "size": len(view),
@@ -107,53 +133,94 @@ def _scan_one(
     report.checked.append(Checked(subject, fmt or "unknown", detail))
 
 
-def _scan_file(path: Path, limits: ScanLimits, report: Report) -> None:
-    subject = str(path)
+def _scan_file(path: str, limits: ScanLimits, report: Report) -> None:
+    subject = path
+    name = os.path.basename(path)
     try:
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             if size == 0:
-                _scan_one(memoryview(b""), subject, limits, report, filename=path.name)
+                _scan_one(memoryview(b""), subject, limits, report, filename=name)
                 return
             # mmap: formats read only what they need (the pickle, not the tensors).
             with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                 view = memoryview(mm)
+                # Detection probes the head, the tail and signatures far in: no read-ahead
+                # around each probe, one read each for the head and tail.
+                _pages.expect_random_access(view)
+                _pages.prefetch(view, 0, _PROBED)
+                _pages.prefetch(view, size - _PROBED, size)
                 try:
-                    _scan_one(view, subject, limits, report, filename=path.name)
+                    _scan_one(view, subject, limits, report, filename=name, mapped=True)
                 finally:
                     view.release()
     except OSError as exc:
         report.add(UNREADABLE.finding(subject, f"cannot read: {exc.strerror or exc}"))
 
 
+def _normal(path: str) -> str:
+    """``str(Path(path))``: the spelling subjects use (no ``//``, ``/./`` or trailing ``/``).
+
+    pathlib is only imported for a path that needs normalising: it costs a few
+    milliseconds at every start, and every command is one process.
+    """
+    if os.name == "posix" and path and not path.startswith("//"):
+        parts = path.split("/")
+        if all(p not in ("", ".") for p in (parts[1:] if path.startswith("/") else parts)):
+            return path
+    from pathlib import Path
+
+    return str(Path(path))
+
+
+def _mode(path: str, *, follow: bool = True) -> int | None:
+    """``st_mode`` of ``path``, or None where pathlib's is_file()/exists() say False."""
+    try:
+        return (os.stat(path) if follow else os.lstat(path)).st_mode
+    except OSError as exc:
+        if exc.errno in _MISSING_ERRNOS or getattr(exc, "winerror", None) in _MISSING_WINERRORS:
+            return None
+        raise
+    except ValueError:  # an embedded NUL
+        return None
+
+
+def _is_dir(path: str) -> bool:
+    mode = _mode(path)
+    return mode is not None and stat.S_ISDIR(mode)
+
+
 def iter_files(
-    paths: Iterable[Path], limits: ScanLimits = DEFAULT_LIMITS
-) -> Iterator[Path | Skipped]:
-    """Files under ``paths`` in a stable order; special files come back as :class:`Skipped`."""
+    paths: Iterable[str], limits: ScanLimits = DEFAULT_LIMITS
+) -> Iterator[str | Skipped]:
+    """Files under ``paths`` (normal spellings, see :func:`_normal`) in a stable order;
+    special files come back as :class:`Skipped`."""
     count = 0
     for root in paths:
-        if root.is_dir():
+        if _is_dir(root):
             for dirpath, dirnames, filenames in os.walk(root):
                 dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
                 for name in sorted(filenames):
                     count += 1
                     if count > limits.directory_files:
                         raise LimitExceeded("directory_files", count, limits.directory_files)
-                    yield from _classify(Path(dirpath) / name)
+                    yield from _classify(_normal(os.path.join(dirpath, name)))
         else:
             count += 1
             yield from _classify(root)
 
 
-def _classify(path: Path) -> Iterator[Path | Skipped]:
-    if path.is_symlink() and not path.exists():
-        yield Skipped(str(path), "dangling symbolic link")
-    elif path.is_file():
+def _classify(path: str) -> Iterator[str | Skipped]:
+    link = _mode(path, follow=False)
+    mode = _mode(path)
+    if link is not None and stat.S_ISLNK(link) and mode is None:
+        yield Skipped(path, "dangling symbolic link")
+    elif mode is not None and stat.S_ISREG(mode):
         yield path
-    elif path.exists():
-        yield Skipped(str(path), "not a regular file")
+    elif mode is not None:
+        yield Skipped(path, "not a regular file")
     else:
-        raise UsageError(f"no such file or directory: {path}", subject=str(path))
+        raise UsageError(f"no such file or directory: {path}", subject=path)
 
 
 def scan_paths(
@@ -168,27 +235,29 @@ def scan_paths(
     hits are findings on that file. A path that does not exist is a
     :class:`~trainguard.errors.UsageError`.
     """
-    from trainguard.scan import folders  # directory-level checks (HF auto_map...)
-
-    roots = [Path(p) for p in paths]
+    roots = [_normal(os.fspath(p)) for p in paths]
     for root in roots:
-        if not root.exists() and not root.is_symlink():
+        if _mode(root) is None and _mode(root, follow=False) is None:
             raise UsageError(
                 f"no such file or directory: {root}",
-                subject=str(root),
+                subject=root,
                 hint="check the path; trainguard scan takes files and directories",
             )
     report = Report(engine="scan", caveats=list(CAVEATS))
     items = list(iter_files(roots, limits))
-    files = [p for p in items if isinstance(p, Path)]
+    files = [p for p in items if isinstance(p, str)]
     report.skipped.extend(s for s in items if isinstance(s, Skipped))
     started = time.perf_counter()
     for index, path in enumerate(files):
         if progress is not None:
-            progress(index, len(files), path)
+            from pathlib import Path  # only a progress display needs it
+
+            progress(index, len(files), Path(path))
         _scan_file(path, limits, report)
     for root in roots:
-        if root.is_dir():
+        if _is_dir(root):
+            from trainguard.scan import folders  # directory-level checks (HF auto_map...)
+
             folders.scan_folder(root, report, limits)
     elapsed = time.perf_counter() - started
     total_bytes = sum(int(c.detail.get("size", 0)) for c in report.checked)

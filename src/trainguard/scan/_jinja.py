@@ -25,7 +25,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from trainguard.findings import Rule, Severity
+from trainguard.findings import Severity
+from trainguard.scan._templaterules import (
+    HEURISTIC,
+    SANDBOX_ESCAPE,
+    SUSPICIOUS,
+    UNPARSABLE,
+    TemplateRules,
+    template_rules,
+)
 
 if TYPE_CHECKING:
     from trainguard.scan._context import ScanContext
@@ -41,63 +49,6 @@ __all__ = [
     "check_template",
     "template_rules",
 ]
-
-#: Kinds of issue; each caller turns them into rules under its own prefix (template_rules).
-SANDBOX_ESCAPE = "sandbox-escape"
-SUSPICIOUS = "suspicious"
-UNPARSABLE = "unparsable"
-HEURISTIC = "heuristic"
-
-_RULE_TEXT: dict[str, tuple[Severity, str, str]] = {
-    SANDBOX_ESCAPE: (
-        Severity.CRITICAL,
-        "reaches Python internals",
-        "The template accesses dunder attributes or names of Python modules and functions "
-        "(__class__, __globals__, __subclasses__, os, popen...). Rendered without a sandbox, as "
-        "llama-cpp-python did before 0.2.72 (CVE-2024-34359), this runs arbitrary code when "
-        "the model is loaded or chatted with. No chat template needs these constructs.",
-    ),
-    SUSPICIOUS: (
-        Severity.HIGH,
-        "uses constructs chat templates do not need",
-        "Private attributes, the attr filter, attribute names built at render time, loading "
-        "other templates, or Jinja globals that lead to Python objects (cycler, joiner, "
-        "lipsum, self) are the building blocks of sandbox escapes. Read the template first.",
-    ),
-    UNPARSABLE: (
-        Severity.MEDIUM,
-        "does not parse",
-        "The template is not valid Jinja for the standard parser, so it could not be "
-        "analysed. Other renderers may still accept it; read it before use.",
-    ),
-    HEURISTIC: (
-        Severity.LOW,
-        "checked by pattern matching only",
-        "jinja2 is not installed, so the template was checked with conservative patterns "
-        "instead of its syntax tree. Install jinja2 for a precise analysis.",
-    ),
-}
-
-
-@dataclass(frozen=True)
-class TemplateRules:
-    """The four template rules of one caller (``gguf.chat-template.*``...)."""
-
-    by_kind: dict[str, Rule]
-
-    def __getitem__(self, kind: str) -> Rule:
-        return self.by_kind[kind]
-
-
-def template_rules(prefix: str, title: str) -> TemplateRules:
-    """Declare ``{prefix}.sandbox-escape`` and its siblings; call once, at import time."""
-    return TemplateRules(
-        {
-            kind: Rule(f"{prefix}.{kind}", severity, f"{title} {what}", why)
-            for kind, (severity, what, why) in _RULE_TEXT.items()
-        }
-    )
-
 
 #: Attribute, item and variable names with no use in a chat template but many in an escape.
 ESCAPE_NAMES = frozenset(

@@ -14,7 +14,7 @@ Length-delimited values come back as zero-copy ``memoryview`` slices.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "I32",
@@ -38,8 +38,7 @@ class WireError(ValueError):
     """The bytes are not well-formed protobuf wire format."""
 
 
-@dataclass(frozen=True)
-class Field:
+class Field(NamedTuple):
     """One field of a message: its number, wire type, value and byte offset."""
 
     number: int

@@ -9,13 +9,14 @@ is handed out as zero-copy slices of that buffer.
 from __future__ import annotations
 
 import io
-import tarfile
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from trainguard.errors import LimitExceeded
 
 if TYPE_CHECKING:
+    import tarfile
+
     from trainguard.scan._context import ScanContext
 
 __all__ = ["TarReader", "ViewFile", "first_names", "is_tar"]
@@ -123,6 +124,8 @@ class TarReader:
         self.end = 0
 
     def __iter__(self) -> Iterator[tarfile.TarInfo]:
+        import tarfile  # detection never needs it; only listing members does
+
         ctx = self.ctx
         limit = ctx.limits.archive_members
         self._check_extended_headers(0)  # opening the archive reads its first member

@@ -24,24 +24,27 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from trainguard.errors import LimitExceeded
 from trainguard.findings import Severity
 from trainguard.scan import _zipcheck as check
 from trainguard.scan._decompress import inflate
+from trainguard.scan._pages import expect_random_access, prefetch, prefetch_pages
 from trainguard.scan._zipformat import (
     CENTRAL,
     CENTRAL_SIZE,
     EOCD,
+    EOCD64_SIZE,
     EOCD_SIZE,
     FLAG_DESCRIPTOR,
     FLAG_ENCRYPTED,
     FLAG_PATCHED,
     FLAG_STRONG,
+    FLAG_UTF8,
     LOCAL,
     LOCAL_SIZE,
+    LOCATOR64_SIZE,
     METHODS,
     CentralRecord,
     EndRecord,
@@ -87,11 +90,12 @@ __all__ = [
 MEMBER_LIMITS = frozenset({"member_bytes", "decompression_ratio", "decoder_memory_bytes"})
 #: Names, pairs and gaps listed in one aggregated finding's evidence.
 _EVIDENCE_ITEMS = 20
+#: Name, extra and comment lengths, 28 bytes into a central directory record.
+_CENTRAL_LENGTHS = struct.Struct("<HHH")
 
 
-@dataclass(frozen=True)
 class Member:
-    """One archive member as a loader would locate it.
+    """One archive member as a loader would locate it (read-only by convention).
 
     ``data_offset`` is computed from the *local* header's name and extra
     lengths (as miniz and zipfile do); sizes, method, CRC and flags come from
@@ -99,17 +103,62 @@ class Member:
     members. ``index`` is the position in the central directory (-1 if none).
     """
 
-    name: str
-    method: int
-    compressed_size: int
-    size: int
-    crc: int
-    local_header_offset: int
-    data_offset: int
-    flags: int
-    source: Literal["central", "local-only"]
-    raw_name: bytes = b""
-    index: int = -1
+    # A plain slotted class: a checkpoint has thousands of members, and a
+    # dataclass costs about a millisecond to create at import (every command pays it).
+    __slots__ = _MEMBER_FIELDS = (
+        "name",
+        "method",
+        "compressed_size",
+        "size",
+        "crc",
+        "local_header_offset",
+        "data_offset",
+        "flags",
+        "source",
+        "raw_name",
+        "index",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        method: int,
+        compressed_size: int,
+        size: int,
+        crc: int,
+        local_header_offset: int,
+        data_offset: int,
+        flags: int,
+        source: Literal["central", "local-only"],
+        raw_name: bytes = b"",
+        index: int = -1,
+    ) -> None:
+        self.name = name
+        self.method = method
+        self.compressed_size = compressed_size
+        self.size = size
+        self.crc = crc
+        self.local_header_offset = local_header_offset
+        self.data_offset = data_offset
+        self.flags = flags
+        self.source = source
+        self.raw_name = raw_name
+        self.index = index
+
+    def _fields(self) -> tuple[object, ...]:
+        return tuple(getattr(self, f) for f in self._MEMBER_FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Member):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{f}={getattr(self, f)!r}" for f in self._MEMBER_FIELDS)
+        return f"Member({args})"
 
     @property
     def is_dir(self) -> bool:
@@ -125,17 +174,19 @@ class Member:
         return self.data_offset + self.compressed_size
 
 
-@dataclass
 class Archive:
     """A parsed archive over the caller's buffer; see :func:`read_archive`."""
 
-    data: memoryview
-    ctx: ScanContext
-    members: list[Member] = field(default_factory=list)
-    #: Entries the end record declares: what miniz (torch) reads from the directory.
-    declared_count: int = 0
-    #: Regions outside the archive proper: (offset, end) of a prefix and of trailing bytes.
-    outside: list[tuple[int, int]] = field(default_factory=list)
+    __slots__ = ("ctx", "data", "declared_count", "members", "outside")
+
+    def __init__(self, data: memoryview, ctx: ScanContext) -> None:
+        self.data = data
+        self.ctx = ctx
+        self.members: list[Member] = []
+        #: Entries the end record declares: what miniz (torch) reads from the directory.
+        self.declared_count = 0
+        #: Regions outside the archive proper: (offset, end) of a prefix and of trailing bytes.
+        self.outside: list[tuple[int, int]] = []
 
     def by_name(self, name: str) -> Member | None:
         """The first central member called ``name`` (the one miniz picks), or ``None``."""
@@ -158,6 +209,7 @@ class Archive:
         ctx.check_time()
         start = min(member.data_offset, len(self.data))
         end = min(member.end, len(self.data))
+        prefetch(self.data, start, end)  # read in full next: one read-ahead, not a fault a page
         raw = self.data[start:end]
         if end < member.end:
             ctx.add(
@@ -234,13 +286,20 @@ def central_names(data: memoryview, limit: int = 100_000) -> list[bytes]:
         end_pos = find_end(data)
         names: list[bytes] = []
         if end_pos is not None:
-            pos = _directory_start(data, parse_end(data, end_pos))
-            while pos is not None and pos + CENTRAL_SIZE <= len(data) and len(names) < limit:
-                if bytes(data[pos : pos + 4]) != CENTRAL:
+            end = parse_end(data, end_pos)
+            _prefetch_directory(data, end)
+            pos = _directory_start(data, end)
+            size = len(data)
+            # parse_central's walk, reading only the lengths: detection runs on every file.
+            while pos is not None and pos + CENTRAL_SIZE <= size and len(names) < limit:
+                if data[pos : pos + 4] != CENTRAL:
                     break
-                record = parse_central(data, pos)
-                names.append(record.raw_name)
-                pos = record.next_offset
+                name_len, extra_len, comment_len = _CENTRAL_LENGTHS.unpack_from(data, pos + 28)
+                start = pos + CENTRAL_SIZE
+                if start + name_len + extra_len > size:
+                    raise ValueError("central directory record runs past the end of the file")
+                names.append(bytes(data[start : start + name_len]))
+                pos = start + name_len + extra_len + comment_len
             if names:
                 return names
         return [local.raw_name for local in check.walk_locals(data, 0, limit)]
@@ -264,6 +323,11 @@ def is_zip(data: memoryview) -> bool:
         return False
 
 
+def _prefetch_directory(data: memoryview, end: EndRecord) -> None:
+    """Read-ahead over the central directory, which sits right before the end records."""
+    prefetch(data, end.offset - end.cd_size - EOCD64_SIZE - LOCATOR64_SIZE, end.offset)
+
+
 def _directory_start(data: memoryview, end: EndRecord) -> int | None:
     """Where the central directory starts: zipfile's prefix-shifted offset, else miniz's."""
     for base in (end.base, 0):
@@ -281,6 +345,8 @@ def read_archive(data: memoryview, ctx: ScanContext) -> Archive:
     ``ScanLimits.archive_members``; other damage is reported and parsing goes
     on with what can be recovered.
     """
+    # Members are located by offset and tensors are never read: faults must not read ahead.
+    expect_random_access(data)
     archive = Archive(data, ctx)
     end_pos = find_end(data)
     if end_pos is None:
@@ -288,6 +354,7 @@ def read_archive(data: memoryview, ctx: ScanContext) -> Archive:
         _check_layout(archive, None, None)
         return archive
     end = parse_end(data, end_pos)
+    _prefetch_directory(data, end)
     _check_end(archive, end)
     limit = ctx.limits.archive_members
     if end.entries > limit:
@@ -295,11 +362,13 @@ def read_archive(data: memoryview, ctx: ScanContext) -> Archive:
     archive.declared_count = end.entries
     records, cd_span = _read_directory(data, end, ctx)
     base = cd_span[0] - end.cd_offset if cd_span is not None else 0
+    prefetch_pages(data, [record.local_offset + base for record in records])
+    parsed: dict[int, LocalRecord] = {}  # local headers by offset, parsed once
     for index, record in enumerate(records):
-        member = _member_from_central(data, record, base, index, ctx)
+        member = _member_from_central(data, record, base, index, ctx, parsed)
         if member is not None:
             archive.members.append(member)
-    _check_layout(archive, end, cd_span)
+    _check_layout(archive, end, cd_span, parsed)
     return archive
 
 
@@ -344,14 +413,15 @@ def _read_directory(
 def _check_end(archive: Archive, end: EndRecord) -> None:
     """End-record anomalies: a signature zipfile would pick instead, bytes after it."""
     data, ctx = archive.data, archive.ctx
-    tail_start = max(len(data) - (1 << 16) - EOCD_SIZE, 0)
-    last_sig = bytes(data[tail_start:]).rfind(EOCD)
-    if last_sig >= 0 and tail_start + last_sig != end.offset:
+    # zipfile takes the last signature in the file's last 64 KiB; find_end took the last
+    # one with a full record after it. They differ when a signature follows that one.
+    later = bytes(data[end.offset + 1 :]).rfind(EOCD)
+    if later >= 0:
         ctx.add(
             AMBIGUOUS_DIRECTORY,
             "an end-record signature within the last bytes of the file makes Python's zipfile "
             "give up while miniz (torch) uses an earlier one",
-            offset=tail_start + last_sig,
+            offset=end.offset + 1 + later,
         )
     after = end.offset + EOCD_SIZE + end.comment_length
     if after > len(data):
@@ -368,7 +438,12 @@ def _check_end(archive: Archive, end: EndRecord) -> None:
 
 
 def _member_from_central(
-    data: memoryview, record: CentralRecord, base: int, index: int, ctx: ScanContext
+    data: memoryview,
+    record: CentralRecord,
+    base: int,
+    index: int,
+    ctx: ScanContext,
+    parsed: dict[int, LocalRecord],
 ) -> Member | None:
     offset = record.local_offset + base
     if not 0 <= offset <= len(data) - LOCAL_SIZE or bytes(data[offset : offset + 4]) != LOCAL:
@@ -379,7 +454,8 @@ def _member_from_central(
             offset=offset,
         )
         return None
-    local = parse_local(data, offset)
+    local = parsed.get(offset) or parse_local(data, offset)
+    parsed[offset] = local
     _compare_headers(record, local, ctx)
     if record.method == 0 and record.size != record.compressed_size:
         ctx.add(
@@ -420,7 +496,10 @@ def _member_from_central(
 
 def _compare_headers(record: CentralRecord, local: LocalRecord, ctx: ScanContext) -> None:
     central_str = zipfile_name(record.raw_name, record.flags)
-    local_str = zipfile_name(local.raw_name, local.flags)
+    if local.raw_name == record.raw_name and not (local.flags ^ record.flags) & FLAG_UTF8:
+        local_str = central_str  # same bytes, same charset: the same name
+    else:
+        local_str = zipfile_name(local.raw_name, local.flags)
     if local.raw_name != record.raw_name or central_str != local_str or central_str is None:
         ctx.add(
             NAME_MISMATCH,
@@ -449,8 +528,16 @@ def _compare_headers(record: CentralRecord, local: LocalRecord, ctx: ScanContext
         )
 
 
-def _check_layout(archive: Archive, end: EndRecord | None, cd_span: tuple[int, int] | None) -> None:
-    """Duplicates, overlaps, hidden local entries and bytes no member accounts for."""
+def _check_layout(
+    archive: Archive,
+    end: EndRecord | None,
+    cd_span: tuple[int, int] | None,
+    parsed: dict[int, LocalRecord] | None = None,
+) -> None:
+    """Duplicates, overlaps, hidden local entries and bytes no member accounts for.
+
+    ``parsed``: the local headers read so far, by offset.
+    """
     data, ctx = archive.data, archive.ctx
     limit = ctx.limits.archive_members
     for group in check.duplicate_groups(archive.members):
@@ -482,7 +569,7 @@ def _check_layout(archive: Archive, end: EndRecord | None, cd_span: tuple[int, i
         if end.zip64_span is not None:
             structure.append(end.zip64_span)
     known = {m.local_header_offset for m in archive.members}
-    for local in check.hidden_locals(data, structure, known, limit, ctx.check_time):
+    for local in check.hidden_locals(data, structure, known, limit, ctx.check_time, parsed):
         if len(archive.members) >= limit:
             raise LimitExceeded("archive_members", limit + 1, limit, subject=ctx.subject)
         member = local_member(data, local)

@@ -11,7 +11,7 @@ scanned as that member.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from trainguard.scan._zipformat import (
@@ -78,13 +78,20 @@ def gaps(spans: list[Span], end: int) -> list[Span]:
     return [(s, e) for s, e in out if e > s]
 
 
-def walk_locals(data: memoryview, pos: int, limit: int) -> Iterator[LocalRecord]:
-    """Local headers one after another, as a streaming reader follows them."""
+def walk_locals(
+    data: memoryview, pos: int, limit: int, parsed: Mapping[int, LocalRecord] | None = None
+) -> Iterator[LocalRecord]:
+    """Local headers one after another, as a streaming reader follows them.
+
+    ``parsed`` holds headers already parsed (by offset), which are not parsed again.
+    """
     count = 0
     while count < limit and 0 <= pos <= len(data) - LOCAL_SIZE:
-        if bytes(data[pos : pos + 4]) != LOCAL:
-            return
-        local = parse_local(data, pos)
+        local = parsed.get(pos) if parsed else None
+        if local is None:
+            if bytes(data[pos : pos + 4]) != LOCAL:
+                return
+            local = parse_local(data, pos)
         yield local
         count += 1
         if local.flags & FLAG_DESCRIPTOR and local.compressed_size == 0:
@@ -101,12 +108,16 @@ def hidden_locals(
     known: set[int],
     limit: int,
     check_time: Callable[[], None],
+    parsed: Mapping[int, LocalRecord] | None = None,
 ) -> Iterator[LocalRecord]:
-    """Plausible local headers at offsets no central entry points to."""
+    """Plausible local headers at offsets no central entry points to.
+
+    ``parsed`` holds the headers the central entries point to, already parsed.
+    """
     seen = set(known)
     start = 0 if bytes(data[:4]) == LOCAL else min(known, default=len(data))
     cap = limit + len(known) + 1  # past this the caller raises LimitExceeded anyway
-    candidates: list[int] = [local.offset for local in walk_locals(data, start, cap)]
+    candidates: list[int] = [local.offset for local in walk_locals(data, start, cap, parsed)]
     for gap_start, gap_end in gaps(structure, len(data)):
         if len(candidates) < cap:
             candidates += _signatures(data, gap_start, gap_end, check_time, cap - len(candidates))

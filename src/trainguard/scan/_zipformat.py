@@ -9,7 +9,7 @@ fit, which callers treat as damage.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 LOCAL = b"PK\x03\x04"
 CENTRAL = b"PK\x01\x02"
@@ -37,6 +37,12 @@ _ZIP64_EXTRA = 0x0001
 _U32 = 0xFFFFFFFF
 _U16 = 0xFFFF
 
+_CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
+_LOCAL = struct.Struct("<4sHHHHHIIIHH")
+_EXTRA_HEAD = struct.Struct("<HH")
+_DESCRIPTOR_WIDE = struct.Struct("<IQQ")  # crc, compressed size, size (zip64)
+_DESCRIPTOR_NARROW = struct.Struct("<III")
+
 
 def display_name(raw: bytes, flags: int) -> str:
     """A readable name: UTF-8 when flagged or valid, else cp437 (zip's legacy charset)."""
@@ -58,8 +64,7 @@ def zipfile_name(raw: bytes, flags: int) -> str | None:
     return raw.decode("cp437")
 
 
-@dataclass(frozen=True)
-class EndRecord:
+class EndRecord(NamedTuple):
     """The end of central directory, with zip64 values folded in when present."""
 
     offset: int
@@ -73,8 +78,7 @@ class EndRecord:
     zip64_span: tuple[int, int] | None = None
 
 
-@dataclass(frozen=True)
-class CentralRecord:
+class CentralRecord(NamedTuple):
     offset: int
     flags: int
     method: int
@@ -87,8 +91,7 @@ class CentralRecord:
     next_offset: int
 
 
-@dataclass(frozen=True)
-class LocalRecord:
+class LocalRecord(NamedTuple):
     offset: int
     flags: int
     method: int
@@ -103,6 +106,9 @@ class LocalRecord:
 
 def find_end(data: memoryview) -> int | None:
     """Offset of the end record as miniz finds it: the last signature with a full record after it."""
+    last = len(data) - EOCD_SIZE
+    if last >= 0 and data[last : last + 4] == EOCD:
+        return last  # no archive comment: the latest place it can be, no search
     tail_start = max(len(data) - (_U16 + EOCD_SIZE), 0)
     tail = bytes(data[tail_start:])
     pos = tail.rfind(EOCD, 0, max(len(tail) - EOCD_SIZE + 4, 0))
@@ -136,7 +142,7 @@ def _zip64_values(extra: bytes, wanted: list[bool]) -> list[int | None]:
     out: list[int | None] = [None] * len(wanted)
     pos = 0
     while pos + 4 <= len(extra):
-        tag, size = struct.unpack_from("<HH", extra, pos)
+        tag, size = _EXTRA_HEAD.unpack_from(extra, pos)
         body = extra[pos + 4 : pos + 4 + size]
         pos += 4 + size
         if tag != _ZIP64_EXTRA:
@@ -153,64 +159,77 @@ def _zip64_values(extra: bytes, wanted: list[bool]) -> list[int | None]:
 
 def parse_central(data: memoryview, pos: int) -> CentralRecord:
     """Parse the central directory record at ``pos``."""
-    f = struct.unpack_from("<4sHHHHHHIIIHHHHHII", data, pos)
+    f = _CENTRAL.unpack_from(data, pos)
     flags, method, crc, csize, size = f[3], f[4], f[7], f[8], f[9]
     name_len, extra_len, comment_len, disk, offset = f[10], f[11], f[12], f[13], f[16]
     start = pos + CENTRAL_SIZE
     if start + name_len + extra_len > len(data):
         raise ValueError("central directory record runs past the end of the file")
     raw_name = bytes(data[start : start + name_len])
-    extra = bytes(data[start + name_len : start + name_len + extra_len])
-    wide = _zip64_values(extra, [size == _U32, csize == _U32, offset == _U32, disk == _U16])
-    size = wide[0] if wide[0] is not None else size
-    csize = wide[1] if wide[1] is not None else csize
-    offset = wide[2] if wide[2] is not None else offset
+    wanted = [size == _U32, csize == _U32, offset == _U32, disk == _U16]
+    if True in wanted:  # the zip64 extra only matters for a field that overflowed
+        extra = bytes(data[start + name_len : start + name_len + extra_len])
+        wide = _zip64_values(extra, wanted)
+        size = wide[0] if wide[0] is not None else size
+        csize = wide[1] if wide[1] is not None else csize
+        offset = wide[2] if wide[2] is not None else offset
     return CentralRecord(
-        offset=pos,
-        flags=flags,
-        method=method,
-        crc=crc,
-        compressed_size=csize,
-        size=size,
-        raw_name=raw_name,
-        name=display_name(raw_name, flags),
-        local_offset=offset,
-        next_offset=start + name_len + extra_len + comment_len,
+        pos,
+        flags,
+        method,
+        crc,
+        csize,
+        size,
+        raw_name,
+        display_name(raw_name, flags),
+        offset,
+        start + name_len + extra_len + comment_len,
     )
 
 
 def parse_local(data: memoryview, pos: int) -> LocalRecord:
     """Parse the local file header at ``pos``; data starts after its name and extra."""
-    f = struct.unpack_from("<4sHHHHHIIIHH", data, pos)
+    f = _LOCAL.unpack_from(data, pos)
     flags, method, crc, csize, size, name_len, extra_len = f[2], f[3], f[6], f[7], f[8], f[9], f[10]
     start = pos + LOCAL_SIZE
     raw_name = bytes(data[start : start + name_len])
-    extra = bytes(data[start + name_len : start + name_len + extra_len])
-    wide = _zip64_values(extra, [size == _U32, csize == _U32])
-    zip64 = wide[0] is not None or wide[1] is not None
+    zip64 = False
+    if size == _U32 or csize == _U32:  # the zip64 extra only matters for a field that overflowed
+        extra = bytes(data[start + name_len : start + name_len + extra_len])
+        wide = _zip64_values(extra, [size == _U32, csize == _U32])
+        zip64 = wide[0] is not None or wide[1] is not None
+        csize = wide[1] if wide[1] is not None else csize
+        size = wide[0] if wide[0] is not None else size
     return LocalRecord(
-        offset=pos,
-        flags=flags,
-        method=method,
-        crc=crc,
-        compressed_size=wide[1] if wide[1] is not None else csize,
-        size=wide[0] if wide[0] is not None else size,
-        raw_name=raw_name,
-        name=display_name(raw_name, flags),
-        data_offset=start + name_len + extra_len,
-        zip64=zip64,
+        pos,
+        flags,
+        method,
+        crc,
+        csize,
+        size,
+        raw_name,
+        display_name(raw_name, flags),
+        start + name_len + extra_len,
+        zip64,
     )
 
 
 def descriptor_length(data: memoryview, end: int, crc: int, csize: int, size: int) -> int:
-    """Bytes of the data descriptor at ``end`` (0 if none matches the member's values)."""
-    for sig, wide in ((True, True), (True, False), (False, True), (False, False)):
-        fmt = "<I" + ("QQ" if wide else "II")
-        pos = end + (4 if sig else 0)
-        if sig and bytes(data[end : end + 4]) != DESCRIPTOR:
-            continue
-        if pos + struct.calcsize(fmt) > len(data):
-            continue
-        if struct.unpack_from(fmt, data, pos) == (crc, csize, size):
-            return pos - end + struct.calcsize(fmt)
-    return 16 if bytes(data[end : end + 4]) == DESCRIPTOR else 0
+    """Bytes of the data descriptor at ``end`` (0 if none matches the member's values).
+
+    Tried in order: signed zip64, signed, unsigned zip64, unsigned; a signature
+    with values that match no layout counts as the common signed 16 bytes.
+    """
+    values = (crc, csize, size)
+    room = len(data) - end
+    signed = bytes(data[end : end + 4]) == DESCRIPTOR
+    if signed:
+        if room >= 24 and _DESCRIPTOR_WIDE.unpack_from(data, end + 4) == values:
+            return 24
+        if room >= 16 and _DESCRIPTOR_NARROW.unpack_from(data, end + 4) == values:
+            return 16
+    if room >= 20 and _DESCRIPTOR_WIDE.unpack_from(data, end) == values:
+        return 20
+    if room >= 12 and _DESCRIPTOR_NARROW.unpack_from(data, end) == values:
+        return 12
+    return 16 if signed else 0

@@ -18,17 +18,17 @@ file in it was already scanned on its own; what needs the folder is code:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainguard.errors import LimitExceeded
 from trainguard.findings import Report, Rule, Severity
-from trainguard.scan import _pycode
 from trainguard.scan.limits import ScanLimits
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["scan_folder"]
 
@@ -110,7 +110,7 @@ _KNOWN_LIBRARIES = frozenset(
 _MAX_PY_FILES = 256  # Python files analysed per folder; past this they are listed, not parsed
 
 
-def scan_folder(root: Path, report: Report, limits: ScanLimits) -> None:
+def scan_folder(root: str | os.PathLike[str], report: Report, limits: ScanLimits) -> None:
     """Directory-level checks for ``root`` and its sub-folders."""
     visited = 0
     for dirpath, dirnames, filenames in os.walk(root):
@@ -120,6 +120,8 @@ def scan_folder(root: Path, report: Report, limits: ScanLimits) -> None:
             return  # the engine's walk reported this limit already
         names = set(filenames)
         if names & set(HF_CONFIGS):
+            from pathlib import Path  # only model folders need it (start-up cost otherwise)
+
             _ModelFolder(Path(dirpath), names, report, limits).check()
 
 
@@ -167,6 +169,8 @@ class _ModelFolder:
         return data
 
     def _load(self, name: str) -> Any:
+        import json  # only model folders get this far
+
         path = self.folder / name
         try:
             return json.loads(self._read(path))
@@ -288,6 +292,8 @@ class _ModelFolder:
         except OSError as exc:
             self.add(REMOTE_CODE, path, f"Python file unreadable: {exc}", severity=Severity.HIGH)
             return []
+        from trainguard.scan import _pycode  # only folders that ship code get this far
+
         code = _pycode.analyse(source, str(path))
         refs = self.referenced.get(relative, [])
         severity = Severity.HIGH if code.risky_calls or code.error else Severity.MEDIUM
@@ -306,6 +312,8 @@ class _ModelFolder:
             referenced_by=refs,
             **code.evidence(),
         )
+        from pathlib import Path
+
         base = Path(relative).parent
         out = []
         for rel in code.relative_imports:

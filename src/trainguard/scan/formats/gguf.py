@@ -16,12 +16,11 @@ Tensor data is never read.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from trainguard.errors import LimitExceeded
 from trainguard.findings import Rule, Severity
-from trainguard.scan import _jinja
+from trainguard.scan._templaterules import template_rules
 
 if TYPE_CHECKING:
     from trainguard.scan._context import ScanContext
@@ -45,7 +44,7 @@ TRAILING = Rule(
     "nothing checks. Find out what they are.",
 )
 
-CHAT_TEMPLATE = _jinja.template_rules("gguf.chat-template", "GGUF chat template")
+CHAT_TEMPLATE = template_rules("gguf.chat-template", "GGUF chat template")
 
 _MAGIC = b"GGUF"
 _DEFAULT_ALIGNMENT = 32
@@ -78,13 +77,12 @@ def detect(data: memoryview, filename: str | None) -> bool:
     return bytes(data[:4]) == _MAGIC
 
 
-@dataclass
-class _TensorInfo:
+class _TensorInfo(NamedTuple):
     name: str
     dims: list[int]
     ggml_type: int
     offset: int
-    index: int
+    position: int  # in the tensor table
 
 
 class _Reader:
@@ -184,6 +182,8 @@ def _scan(r: _Reader, ctx: ScanContext) -> None:
             if alignment == 0 or alignment & (alignment - 1):
                 raise _Malformed(f"general.alignment {alignment} is not a power of two")
         elif is_template and vtype == _STRING:
+            from trainguard.scan import _jinja  # loaded with the first template, not at start-up
+
             _jinja.check_template(r.string(key), ctx, CHAT_TEMPLATE, where=key)
         else:
             if is_template:
@@ -286,7 +286,7 @@ def _check_tensors(
     spans: list[tuple[int, int, str]] = []
     expected = 0  # llama.cpp requires tensors back to back, each padded to the alignment
     for t in tensors:
-        where = {"tensor": t.name, "index": t.index}
+        where = {"tensor": t.name, "index": t.position}
         if t.name in names:
             problems.append((f"duplicate tensor name {t.name!r}", where, Severity.HIGH))
         names.add(t.name)

@@ -19,13 +19,11 @@ a heuristic.
 from __future__ import annotations
 
 import io
-import json
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from trainguard.errors import LimitExceeded
 from trainguard.findings import Rule, Severity
-from trainguard.scan import _keras
 
 if TYPE_CHECKING:
     from trainguard.scan._context import ScanContext
@@ -78,6 +76,8 @@ def scan(data: memoryview, ctx: ScanContext) -> None:
     except ImportError:
         _scan_bytes(data, ctx)
         return
+    from trainguard.scan import _keras  # loaded with the first HDF5 file, not at start-up
+
     with h5py.File(_ViewFile(data), "r") as f:
         for attr in _CONFIG_ATTRS:
             if attr in f.attrs:
@@ -203,6 +203,10 @@ class _ViewFile(io.RawIOBase):
 
 def _scan_bytes(data: memoryview, ctx: ScanContext) -> None:
     """Without h5py: find JSON objects that look like Keras configs and analyse them."""
+    import json
+
+    from trainguard.scan import _keras
+
     ctx.add(HEURISTIC, "h5py not importable: byte-level search for the Keras model config")
     decoder = json.JSONDecoder()
     for start in _candidates(data):

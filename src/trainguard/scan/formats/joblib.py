@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from trainguard.scan._pages import prefetch
 from trainguard.scan.pickle import looks_like_pickle, scan_pickle
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ def detect(data: memoryview, filename: str | None) -> bool:
     """A pickle that names joblib's array wrapper within its first MiB."""
     if not looks_like_pickle(data):
         return False
+    prefetch(data, 0, _DETECT_BYTES)  # detection reads without read-ahead
     head = bytes(data[:_DETECT_BYTES])
     return all(marker in head for marker in _MARKERS)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from trainguard.scan import _keras, _zip
+from trainguard.scan import _zip
 
 if TYPE_CHECKING:
     from trainguard.scan._context import ScanContext
@@ -33,6 +33,8 @@ def detect(data: memoryview, filename: str | None) -> bool:
 
 def scan(data: memoryview, ctx: ScanContext) -> None:
     """Analyse every config.json; scan every other member as nested content."""
+    from trainguard.scan import _keras  # loaded with the first Keras file, not at start-up
+
     archive = _zip.read_archive(data, ctx)
     for index, member in enumerate(archive.members):
         if member.is_dir:

@@ -55,7 +55,8 @@ MAGIC = b"\x93NUMPY"
 #: numpy.load refuses larger headers unless allow_pickle=True (numpy's _MAX_HEADER_SIZE).
 NUMPY_MAX_HEADER = 10_000
 
-_SIZED = re.compile(r"^[<>|=]?([biufcSaUVOmM?])(\d*)(\[[A-Za-z0-9]+\])?$")
+# Compiled on first use (re caches it).
+_SIZED = r"^[<>|=]?([biufcSaUVOmM?])(\d*)(\[[A-Za-z0-9]+\])?$"
 _NAMED = {
     "bool": 1,
     "int8": 1,
@@ -128,7 +129,7 @@ def _parse_string(text: str) -> _Dtype:
     bare = text.lstrip("<>|=")
     if bare.split("[")[0] in _NAMED:
         return _Dtype(_NAMED[bare.split("[")[0]], bare.startswith("O") or "object" in bare)
-    match = _SIZED.match(text)
+    match = re.match(_SIZED, text)
     if match is None:
         raise ValueError(f"unrecognised dtype {text!r}")
     kind, digits = match.group(1), match.group(2)

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from trainguard.errors import LimitExceeded
 from trainguard.findings import Rule, Severity
@@ -28,6 +26,8 @@ from trainguard.scan import _protobuf as pb
 from trainguard.scan.limits import DEFAULT_LIMITS
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from trainguard.scan._context import ScanContext
 
 NAME = "onnx"
@@ -87,8 +87,9 @@ _MODEL_FIELDS = {
     26: pb.LEN,  # configuration
 }
 _EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
-_DRIVE = re.compile(r"^[A-Za-z]:")  # C:foo and C:\\foo are both outside the folder
-_SEPARATORS = re.compile(r"[\\/]+")
+# Patterns are compiled on first use (re caches them).
+_DRIVE = r"^[A-Za-z]:"  # C:foo and C:\\foo are both outside the folder
+_SEPARATORS = r"[\\/]+"
 _LISTED = 20  # names quoted in one finding's evidence
 
 
@@ -108,23 +109,24 @@ def detect(data: memoryview, filename: str | None) -> bool:
     return 7 in seen or 25 in seen
 
 
-@dataclass
-class _Tensor:
+class _Tensor(NamedTuple):
     name: str
     entries: list[tuple[str, str]]
     external: bool
     where: str
 
 
-@dataclass
 class _Walk:
     """What the walk collected: tensors with external data, nodes by domain, local functions."""
 
-    tensors: list[_Tensor] = field(default_factory=list)
-    ops: dict[str, set[str]] = field(default_factory=dict)
-    opset_domains: set[str] = field(default_factory=set)
-    functions: set[tuple[str, str]] = field(default_factory=set)
-    messages: int = 0
+    __slots__ = ("functions", "messages", "ops", "opset_domains", "tensors")
+
+    def __init__(self) -> None:
+        self.tensors: list[_Tensor] = []
+        self.ops: dict[str, set[str]] = {}
+        self.opset_domains: set[str] = set()
+        self.functions: set[tuple[str, str]] = set()
+        self.messages = 0
 
 
 def scan(data: memoryview, ctx: ScanContext) -> None:
@@ -322,9 +324,9 @@ def _lexical_escape(location: str) -> str | None:
     """Why ``location`` leaves its folder whatever the file system says, or None."""
     if "\x00" in location:
         return "contains a NUL byte"
-    if location.startswith(("/", "\\")) or _DRIVE.match(location):
+    if location.startswith(("/", "\\")) or re.match(_DRIVE, location):
         return "absolute path"
-    if ".." in _SEPARATORS.split(location):
+    if ".." in re.split(_SEPARATORS, location):
         return "'..' component"
     return None
 
@@ -333,6 +335,8 @@ def _model_dir(ctx: ScanContext) -> Path | None:
     """The folder of the scanned file when the subject is a file on disk (not a member)."""
     if ctx.depth != 0:
         return None
+    from pathlib import Path  # ONNX files only
+
     path = Path(ctx.subject)
     try:
         return path.parent if path.is_file() else None

@@ -17,7 +17,6 @@ without gaps, overlap or trailing bytes.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from trainguard.errors import LimitExceeded
@@ -145,6 +144,8 @@ def _read_header(data: memoryview, ctx: ScanContext) -> tuple[int, dict[str, Any
     except UnicodeDecodeError as exc:
         ctx.add(HEADER, f"header is not UTF-8 (byte {exc.start})", offset=8 + exc.start)
         return None
+    import json  # loaded on first use: most scans never meet a safetensors file
+
     try:
         obj = json.loads(text, object_pairs_hook=_no_duplicates)
     except _Duplicate as exc:

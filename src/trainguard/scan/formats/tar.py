@@ -11,13 +11,14 @@ files are findings: Python before 3.14 extracts them without a filter.
 from __future__ import annotations
 
 import posixpath
-import tarfile
 from typing import TYPE_CHECKING
 
 from trainguard.findings import Rule, Severity
 from trainguard.scan._tar import TarReader, is_tar
 
 if TYPE_CHECKING:
+    import tarfile
+
     from trainguard.scan._context import ScanContext
 
 NAME = "tar"
@@ -119,6 +120,8 @@ def scan_polyglot(data: memoryview, ctx: ScanContext) -> None:
 
 
 def scan(data: memoryview, ctx: ScanContext) -> None:
+    import tarfile  # loaded with the first tar file, not at start-up
+
     scan_polyglot(data, ctx)
     reader = TarReader(data, ctx)
     seen: dict[str, int] = {}

@@ -19,20 +19,19 @@ analysed by :mod:`trainguard.scan._jinja`. ``auto_map`` and
 from __future__ import annotations
 
 import codecs
-import json
-import pickletools
 import re
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from trainguard.findings import Rule, Severity
-from trainguard.scan import _jinja
+from trainguard.scan._pages import prefetch
+from trainguard.scan._templaterules import template_rules
 
 if TYPE_CHECKING:
     from trainguard.scan._context import ScanContext
 
 NAME = "text"
 
-CHAT_TEMPLATE = _jinja.template_rules("chat-template", "Chat template")
+CHAT_TEMPLATE = template_rules("chat-template", "Chat template")
 TEMPLATE_FIELD = Rule(
     "chat-template.malformed-field",
     Severity.MEDIUM,
@@ -43,7 +42,7 @@ TEMPLATE_FIELD = Rule(
 
 _CHUNK = 1 << 20
 #: C0 controls other than \t \n \v \f \r and ESC: binary, not text.
-_BINARY = re.compile(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f]")
+_BINARY = rb"[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f]"  # compiled on first use (re caches it)
 #: Pickle opcodes that import or call: their presence makes a stream a pickle, not text.
 _CALLS = frozenset(
     {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD"}
@@ -64,8 +63,9 @@ def detect(data: memoryview, filename: str | None) -> bool:
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     try:
         for start in range(0, len(data), _CHUNK):
+            prefetch(data, start, start + _CHUNK)  # detection reads without read-ahead
             chunk = bytes(data[start : start + _CHUNK])
-            if _BINARY.search(chunk):
+            if re.search(_BINARY, chunk):
                 return False
             decoder.decode(chunk, final=False)
         decoder.decode(b"", final=True)
@@ -107,6 +107,8 @@ class _ViewReader:
 
 def _looks_like_pickle(data: memoryview) -> bool:
     """A complete pickle, or a stream whose opcodes import and call before it breaks."""
+    import pickletools  # only content that reads as text gets this far
+
     seen: set[str] = set()
     try:
         for count, (opcode, _arg, _pos) in enumerate(
@@ -122,6 +124,10 @@ def _looks_like_pickle(data: memoryview) -> bool:
 
 def scan(data: memoryview, ctx: ScanContext) -> None:
     """Analyse chat templates in tokenizer configs and ``*.jinja`` files; other text is inert."""
+    import json
+
+    from trainguard.scan import _jinja  # loaded with the first text file, not at start-up
+
     if (ctx.filename or "").endswith(".jinja"):
         _jinja.check_template(
             bytes(data).decode("utf-8"), ctx, CHAT_TEMPLATE, where=ctx.filename or "template"
@@ -139,6 +145,8 @@ def scan(data: memoryview, ctx: ScanContext) -> None:
 
 
 def _check_chat_template(value: Any, ctx: ScanContext) -> None:
+    from trainguard.scan import _jinja
+
     if isinstance(value, str):
         _jinja.check_template(value, ctx, CHAT_TEMPLATE, where="chat_template")
         return

@@ -18,6 +18,7 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from trainguard.findings import Rule, Severity
+from trainguard.scan._pages import expect_random_access
 from trainguard.scan.pickle import (
     Global,
     OpReader,
@@ -152,6 +153,7 @@ def scan(data: memoryview, ctx: ScanContext) -> None:
         scan_trailing(data, ctx, pos)
         return
     names = [literal_str(k) or "" for k in keys]
+    expect_random_access(data)  # storages are stepped over, one header per tensor
     after = _walk_storages(data, ctx, pos, names, main.persistent_ids, little)
     if after is not None and after < len(data):
         scan_trailing(data, ctx, after)

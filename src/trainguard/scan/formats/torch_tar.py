@@ -14,8 +14,6 @@ class each tuple names.
 
 from __future__ import annotations
 
-import pickletools
-import tarfile
 from typing import TYPE_CHECKING
 
 from trainguard.errors import LimitExceeded
@@ -90,6 +88,8 @@ def detect(data: memoryview, filename: str | None) -> bool:
 
 
 def scan(data: memoryview, ctx: ScanContext) -> None:
+    import tarfile  # loaded with the first tar file, not at start-up
+
     scan_polyglot(data, ctx)
     reader = TarReader(data, ctx)
     seen: dict[str, int] = {}
@@ -132,6 +132,8 @@ class _Stream:
 
     def pickle(self, what: str) -> list[tuple[str, object]]:
         """Scan the pickle at the cursor as ``what``; return its first opcodes."""
+        import pickletools
+
         start = self.pos
         fh = ViewFile(self.data)
         fh.seek(start)

@@ -24,12 +24,10 @@ a pickle. TorchScript code is reviewed with ``ast`` only
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from trainguard.findings import Rule, Severity
-from trainguard.scan._torchscript import review_pickle, review_source
 from trainguard.scan._zip import (
     Archive,
     Member,
@@ -126,13 +124,28 @@ MALFORMED = Rule(
 #: Storages are written at multiples of this (caffe2 kFieldAlignment).
 ALIGNMENT = 64
 _TS_PICKLES = (b"data.pkl", b"constants.pkl", b"bytecode.pkl")
-_METADATA = {
-    b"version": re.compile(rb"\s*\d+\s*"),
-    b".data/version": re.compile(rb"\s*\d+\s*"),
-    b"byteorder": re.compile(rb"little|big"),
-    b".format_version": re.compile(rb"\d+"),
-    b".storage_alignment": re.compile(rb"\d+"),
-    b".data/serialization_id": re.compile(rb"[0-9A-Za-z_.-]{0,256}"),
+
+
+def _padded_number(value: bytes) -> bool:
+    return value.strip().isdigit()  # rb"\s*\d+\s*": ASCII whitespace and digits only
+
+
+_ID_CHARS = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_.-"
+
+
+def _serialization_id(value: bytes) -> bool:
+    return len(value) <= 256 and not value.translate(None, _ID_CHARS)  # rb"[0-9A-Za-z_.-]{0,256}"
+
+
+#: Small records torch reads, and what torch writes in them (plain tests, not regexes:
+#: every checkpoint has them, and each process would compile the patterns first).
+_METADATA: dict[bytes, Callable[[bytes], bool]] = {
+    b"version": _padded_number,
+    b".data/version": _padded_number,
+    b"byteorder": (b"little", b"big").__contains__,
+    b".format_version": bytes.isdigit,
+    b".storage_alignment": bytes.isdigit,
+    b".data/serialization_id": _serialization_id,
 }
 
 
@@ -150,18 +163,20 @@ def detect(data: memoryview, filename: str | None) -> bool:
     return bool(layout_prefixes(central_names(data)))
 
 
-@dataclass
 class _View:
     """How torch sees the archive."""
 
-    prefix: bytes | None
-    #: torch.jit.load semantics apply (a constants.pkl record, in any case).
-    torchscript: bool
-    #: torch.load dispatches to torch.jit.load (constants.pkl with this exact name).
-    dispatches: bool = False
-    foreign: list[str] = field(default_factory=list)
-    misaligned: list[str] = field(default_factory=list)
-    compressed: list[str] = field(default_factory=list)
+    __slots__ = ("compressed", "dispatches", "foreign", "misaligned", "prefix", "torchscript")
+
+    def __init__(self, prefix: bytes | None, torchscript: bool) -> None:
+        self.prefix = prefix
+        #: torch.jit.load semantics apply (a constants.pkl record, in any case).
+        self.torchscript = torchscript
+        #: torch.load dispatches to torch.jit.load (constants.pkl with this exact name).
+        self.dispatches = False
+        self.foreign: list[str] = []
+        self.misaligned: list[str] = []
+        self.compressed: list[str] = []
 
 
 def _relative(member: Member, view: _View) -> bytes | None:
@@ -277,6 +292,8 @@ def _scan_member(archive: Archive, member: Member, view: _View, ctx: ScanContext
 
 def _review_torchscript_pickle(archive: Archive, member: Member, ctx: ScanContext) -> None:
     """A pickle only torch's C++ unpickler reads: check its globals, else scan it as Python."""
+    from trainguard.scan._torchscript import review_pickle  # TorchScript archives only
+
     content = read_member(archive, member)
     if content is None:
         return
@@ -341,10 +358,10 @@ def _check_storage(archive: Archive, member: Member, view: _View, ctx: ScanConte
 
 
 def _check_metadata(
-    archive: Archive, member: Member, pattern: re.Pattern[bytes], ctx: ScanContext
+    archive: Archive, member: Member, expected: Callable[[bytes], bool], ctx: ScanContext
 ) -> None:
     content = read_member(archive, member)
-    if content is not None and len(content) <= 4096 and pattern.fullmatch(bytes(content)):
+    if content is not None and len(content) <= 4096 and expected(bytes(content)):
         return  # exactly what torch writes: nothing more to scan
     ctx.add(
         MALFORMED,
@@ -356,6 +373,8 @@ def _check_metadata(
 
 
 def _review_code(archive: Archive, member: Member, ctx: ScanContext) -> None:
+    from trainguard.scan._torchscript import review_source  # TorchScript archives only
+
     source = read_member(archive, member)
     if source is None:
         return

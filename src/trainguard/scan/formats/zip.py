@@ -30,13 +30,13 @@ UNSAFE_PATH = Rule(
     "configuration when unpacked.",
 )
 
-_DRIVE = re.compile(r"^[A-Za-z]:")
+_DRIVE = r"^[A-Za-z]:"  # compiled on first use (re caches it)
 
 
 def unsafe_name(name: str) -> bool:
     """Whether extracting ``name`` naively could write outside the target directory."""
     parts = name.replace("\\", "/").split("/")
-    return name.startswith(("/", "\\")) or bool(_DRIVE.match(name)) or ".." in parts
+    return name.startswith(("/", "\\")) or bool(re.match(_DRIVE, name)) or ".." in parts
 
 
 def detect(data: memoryview, filename: str | None) -> bool:

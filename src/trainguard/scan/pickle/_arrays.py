@@ -42,7 +42,7 @@ ARRAY_POLYGLOT = Rule(
     "them as opcodes: a polyglot that is harmless for one loader and not for the other.",
 )
 
-_TYPESTR = re.compile(r"[<>|=]?([a-zA-Z?])(\d*)")
+_TYPESTR = r"[<>|=]?([a-zA-Z?])(\d*)"  # compiled on first use (re caches it)
 #: NPY_ITEM_REFCOUNT: the dtype holds Python objects.
 _HASOBJECT = 0x01
 #: How many bytes of array data are probed for opcodes.
@@ -62,7 +62,7 @@ def dtype_info(value: Any) -> tuple[int, bool] | None:
     state = value.state if isinstance(value.state, tuple) else ()
     elsize = state[5] if len(state) > 5 and type(state[5]) is int else -1
     flags = state[7] if len(state) > 7 and type(state[7]) is int else 0
-    match = _TYPESTR.fullmatch(typestr)
+    match = re.fullmatch(_TYPESTR, typestr)
     if match is None:
         return None
     letter, digits = match.groups()

@@ -9,8 +9,6 @@ extracted and scanned as nested content.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import bz2
 import lzma
 import zlib
@@ -256,9 +254,8 @@ class CallInspector:
                 return None
             return self._decode(key, raw, (second or "").lower())
         except (
-            ValueError,
+            ValueError,  # binascii.Error included
             TypeError,
-            binascii.Error,
             zlib.error,
             lzma.LZMAError,
             OSError,
@@ -267,6 +264,9 @@ class CallInspector:
             return None
 
     def _decode(self, key: str, raw: bytes, codec: str) -> bytes | None:
+        import base64  # only payloads that decode bytes get here
+        import binascii
+
         if key.endswith(("b64decode", "a2b_base64")) or codec == "base64":
             return base64.b64decode(raw, altchars=b"-_" if "urlsafe" in key else None)
         if key.endswith(("a2b_hex", "unhexlify")) or codec == "hex":

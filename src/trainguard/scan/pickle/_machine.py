@@ -92,6 +92,9 @@ for _cat, _names in (
 _CONSTS: dict[int, Any] = dict(
     zip(_codes("NONE NEWTRUE NEWFALSE EMPTY_TUPLE"), (None, True, False, ()), strict=True)
 )
+#: (opcode, handler method name); opcodes without a handler push their argument.
+_HANDLER_NAMES = tuple((code, "_op_" + info.name.lower()) for code, info in OPCODES.items())
+
 _U2 = struct.Struct("<H").unpack_from
 _I4 = struct.Struct("<i").unpack_from
 _U4 = struct.Struct("<I").unpack_from
@@ -135,8 +138,9 @@ class Machine(Handlers):
         self._problem_rules: dict[str, Rule] = {}
         self.calls = CallInspector(self)
         self._handlers: list[Callable[[int, Any], None]] = [self._op_unknown] * 256
-        for code, info in OPCODES.items():
-            self._handlers[code] = getattr(self, "_op_" + info.name.lower(), self._push_arg)
+        push = self._push_arg
+        for code, name in _HANDLER_NAMES:
+            self._handlers[code] = getattr(self, name, push)
 
     # -- driver ------------------------------------------------------------
     def run(self) -> None:
@@ -162,7 +166,10 @@ class Machine(Handlers):
                     raise PickleParseError("truncated", pos, "pickle ends before STOP")
                 code = data[pos]
                 cat = cats[code]
-                if cat == _C_LONG_BINPUT and stack and pos + 4 < limit:
+                if cat == _C_BINPUT and stack and pos + 1 < limit:
+                    memo[data[pos + 1]] = stack[-1]
+                    pos += 2
+                elif cat == _C_LONG_BINPUT and stack and pos + 4 < limit:
                     memo[u4(data, pos + 1)[0]] = stack[-1]
                     pos += 5
                 elif cat == _C_BINGET and pos + 1 < limit and data[pos + 1] in memo:
@@ -185,9 +192,6 @@ class Machine(Handlers):
                 elif cat == _C_CONST:
                     stack.append(consts[code])
                     pos += 1
-                elif cat == _C_BINPUT and stack and pos + 1 < limit:
-                    memo[data[pos + 1]] = stack[-1]
-                    pos += 2
                 elif cat == _C_LONG_BINGET and pos + 4 < limit and u4(data, pos + 1)[0] in memo:
                     stack.append(memo[u4(data, pos + 1)[0]])
                     pos += 5

@@ -238,7 +238,7 @@ MAX_INT_BYTES = 4096
 #: Longest byte string copied out of the buffer; longer ones become a Blob.
 SMALL_BYTES = 256
 
-_OCTAL = re.compile(rb"\s*[+-]?0[0-7]+\s*")
+_OCTAL = rb"\s*[+-]?0[0-7]+\s*"  # compiled on first use (re caches it)
 _U2 = struct.Struct("<H")
 _I4 = struct.Struct("<i")
 _U4 = struct.Struct("<I")
@@ -280,7 +280,7 @@ def _decimal(line: bytes, start: int, what: str) -> int:
         return int(line, 0)
     except ValueError:
         pass
-    if _OCTAL.fullmatch(line):
+    if re.fullmatch(_OCTAL, line):
         return int(line.strip(), 8)
     try:
         return int(line)

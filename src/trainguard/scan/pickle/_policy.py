@@ -12,7 +12,7 @@ import _compat_pickle
 import enum
 import functools
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from trainguard.findings import Severity
 from trainguard.scan.pickle import _allowlist as allow
@@ -39,8 +39,7 @@ class Tier(enum.Enum):
     DANGEROUS = "dangerous"
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     """How bad importing ``module.name`` is, and why."""
 
     tier: Tier
@@ -218,17 +217,18 @@ def name_danger(text: str) -> str | None:
     return None
 
 
-_CODE_RE = re.compile(
+#: Compiled on first use (re caches it): only call arguments that are strings reach it.
+_CODE_RE = (
     r"__import__|\bimport\s+[A-Za-z_]|\bos\.(system|popen|exec|spawn)|\bsubprocess\b"
     r"|\b(eval|exec|compile|getattr|open)\s*\(|/bin/(ba|z|da)?sh\b|\b(curl|wget|nc|ncat|bash|sh"
     r"|powershell|cmd\.exe|chmod|rm)\s+-|\$\(|`[^`]+`|\b(curl|wget)\s+\S|;\s*(rm|curl|wget|sh|bash"
-    r"|python3?|nc|touch|echo)\b|&&|\|\|?\s*(sh|bash|python3?)\b|\btouch\s+\S|\becho\s+\S",
+    r"|python3?|nc|touch|echo)\b|&&|\|\|?\s*(sh|bash|python3?)\b|\btouch\s+\S|\becho\s+\S"
 )
 
 
 def looks_like_code(text: str) -> bool:
     """Whether ``text`` reads like Python source or a shell command line."""
-    return bool(_CODE_RE.search(text[:4096]))
+    return bool(re.search(_CODE_RE, text[:4096]))
 
 
 #: Loaders that deserialize their argument: key -> (argument index, format hint).

@@ -11,7 +11,7 @@ such as ``cos\\nsystem\\n(S'echo'\\ntR.`` passes.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from trainguard.scan.pickle._allowlist import KNOWN_EXACT, SAFE_GLOBALS
 from trainguard.scan.pickle._denylist import DANGEROUS
@@ -65,8 +65,7 @@ def _known_import(arg: tuple[str, str]) -> bool:
     return parts[0] in _KNOWN_ROOTS and all(p.isidentifier() for p in parts)
 
 
-@dataclass(frozen=True)
-class Probe:
+class Probe(NamedTuple):
     """What the first opcodes of a buffer look like."""
 
     ops: int
@@ -150,10 +149,10 @@ def looks_like_pickle(data: memoryview | bytes, start: int = 0) -> bool:
     view = data if isinstance(data, memoryview) else memoryview(data)
     if start >= len(view):
         return False
+    if view[start] == 0x80 and start + 1 < len(view) and view[start + 1] <= 5:
+        return True  # PROTO with a protocol the unpickler accepts: no need to probe
     result = probe(view, start)
     if view[start] == 0x80:
-        if start + 1 < len(view) and view[start + 1] <= 5:
-            return True
         return result.error not in ("unknown-opcode", "malformed") and result.ops >= 3
     if result.reached_stop:
         return result.ops >= 2
