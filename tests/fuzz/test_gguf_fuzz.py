@@ -71,7 +71,8 @@ def _reader_accepts(data: bytes) -> bool:
     if pid == 0:  # child: never returns
         code = 1
         try:
-            pages = int(open("/proc/self/statm").read().split()[0])
+            with open("/proc/self/statm") as statm:
+                pages = int(statm.read().split()[0])
             limit = pages * os.sysconf("SC_PAGE_SIZE") + 2**30
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
             signal.signal(signal.SIGVTALRM, _give_up)
