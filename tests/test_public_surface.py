@@ -20,7 +20,6 @@ PUBLIC = [
     "trainguard.scan.pickle",
     "trainguard.env",
     "trainguard.ledger",
-    "trainguard.sentinel",
     "trainguard.drill",
     "trainguard.demo",
 ]

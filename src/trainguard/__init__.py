@@ -36,7 +36,6 @@ __all__ = [
     "UnsafeArtifactError",
     "__version__",
     "load",
-    "protect",
     "save",
     "scan_buffer",
     "scan_paths",
@@ -46,10 +45,6 @@ __all__ = [
 def __getattr__(name: str) -> object:
     # Engines load on first use: the sentinel imports torch, and every command
     # (one process per file in a Slurm prolog) pays for what it imports.
-    if name == "protect":
-        from trainguard.sentinel import protect
-
-        return protect
     if name in ("save", "load"):
         from trainguard.ledger import capture
 
