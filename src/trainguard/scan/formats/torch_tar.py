@@ -21,6 +21,9 @@ from trainguard.findings import Rule, Severity
 from trainguard.scan._tar import TarReader, ViewFile, first_names, is_tar
 from trainguard.scan.formats.tar import CORRUPT, check_member, report_tail, scan_polyglot
 
+# One table of legacy storage element sizes, shared with the legacy pickle-sequence format.
+from trainguard.scan.formats.torch_legacy import ELEMENT_SIZE
+
 if TYPE_CHECKING:
     from trainguard.scan._context import ScanContext
 
@@ -43,25 +46,6 @@ DUPLICATE = Rule(
 )
 
 RECORDS = ("sys_info", "pickle", "tensors", "storages")
-_ELEMENT_SIZE = {
-    "DoubleStorage": 8,
-    "FloatStorage": 4,
-    "HalfStorage": 2,
-    "BFloat16Storage": 2,
-    "LongStorage": 8,
-    "IntStorage": 4,
-    "ShortStorage": 2,
-    "CharStorage": 1,
-    "ByteStorage": 1,
-    "BoolStorage": 1,
-    "ComplexDoubleStorage": 16,
-    "ComplexFloatStorage": 8,
-    "QUInt8Storage": 1,
-    "QInt8Storage": 1,
-    "QInt32Storage": 4,
-    "QUInt4x2Storage": 1,
-    "QUInt2x3Storage": 1,
-}
 _INT_OPS = {"BININT", "BININT1", "BININT2", "INT", "LONG", "LONG1", "LONG4"}
 _NEUTRAL_OPS = {"PROTO", "FRAME", "MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT", "STOP"}
 _STRING_OPS = {
@@ -182,9 +166,9 @@ def _element_size(ops: list[tuple[str, object]]) -> int:
         if name in _STRING_OPS and isinstance(arg, str):
             strings.append(arg)
         elif name == "GLOBAL" and isinstance(arg, str):
-            return _ELEMENT_SIZE.get(arg.rsplit(" ", 1)[-1], 0)
+            return ELEMENT_SIZE.get(arg.rsplit(" ", 1)[-1], 0)
         elif name == "STACK_GLOBAL" and strings:
-            return _ELEMENT_SIZE.get(strings[-1], 0)
+            return ELEMENT_SIZE.get(strings[-1], 0)
     return 0
 
 
