@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck check bench bench-venv bench-scan bench-env bench-ledger clean
+.PHONY: venv demo test lint typecheck check bench bench-venv bench-scan bench-env bench-ledger bench-sentinel clean
 
 venv: $(STAMP)
 
@@ -77,6 +77,11 @@ LEDGER_SCALE ?= 1
 
 bench-ledger: venv
 	$(PY) benchmarks/ledger.py --scale $(LEDGER_SCALE) --json benchmarks/results/ledger.json
+
+# The sentinel's overhead: a small GPT on CPU, 1 and 2 gloo ranks, every check at
+# its defaults vs no sentinel in the same run, plus each check's own cost.
+bench-sentinel: venv
+	$(PY) benchmarks/sentinel_overhead.py --ranks 1 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info

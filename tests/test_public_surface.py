@@ -20,6 +20,7 @@ PUBLIC = [
     "trainguard.scan.pickle",
     "trainguard.env",
     "trainguard.ledger",
+    "trainguard.sentinel",
     "trainguard.drill",
     "trainguard.demo",
 ]

@@ -13,6 +13,7 @@ Example:
     >>> report = trainguard.scan_paths(["."])  # doctest: +SKIP
     >>> report.exit_code(trainguard.Severity.MEDIUM)  # doctest: +SKIP
     0
+    >>> sentinel = trainguard.protect(model, optimizer)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "UnsafeArtifactError",
     "__version__",
     "load",
+    "protect",
     "save",
     "scan_buffer",
     "scan_paths",
@@ -49,6 +51,10 @@ def __getattr__(name: str) -> object:
         from trainguard.ledger import capture
 
         return getattr(capture, name)
+    if name == "protect":
+        from trainguard.sentinel import protect
+
+        return protect
     if name in ("scan_buffer", "scan_paths"):
         from trainguard import scan
 

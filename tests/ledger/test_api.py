@@ -150,3 +150,16 @@ def test_keys_and_signed_heads(tmp_path: Path) -> None:
         SignedTreeHead.from_json({**head.to_json(), "size": 6}).verify([key.public_key])
     with pytest.raises(LedgerIntegrityError):
         SignedTreeHead.from_json({**head.to_json(), "root": "zz"})
+
+
+def test_step_metrics_keep_floats_exactly_nan_included() -> None:
+    from trainguard.ledger import StepMetrics
+
+    m = StepMetrics.of("r1", 9, 1, 1714000000, {"loss": 0.1 + 0.2, "grad_norm": float("nan")})
+    back = record_from_json(_canonical.decode(_canonical.encode(m.to_json())))
+    assert back == m
+    floats = back.floats()  # type: ignore[attr-defined]
+    assert floats["loss"] == 0.1 + 0.2 and floats["grad_norm"] != floats["grad_norm"]
+    for bad in ({"Loss": "1.0"}, {"loss": "1.0; drop"}, {"loss": "0x10"}):
+        with pytest.raises(UsageError, match="metrics"):
+            StepMetrics("r1", 9, 1, 1714000000, bad)

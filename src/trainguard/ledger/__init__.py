@@ -51,6 +51,7 @@ from trainguard.ledger.records import (
     Run,
     RunEnd,
     StepFingerprint,
+    StepMetrics,
 )
 from trainguard.ledger.signing import PublicKey, SignedTreeHead, SigningKey
 from trainguard.ledger.verify import VerifyResult, verify_ledger
@@ -75,6 +76,7 @@ __all__ = [
     "SignedTreeHead",
     "SigningKey",
     "StepFingerprint",
+    "StepMetrics",
     "TreeHead",
     "VerifyResult",
     "blast_radius",

@@ -167,6 +167,7 @@ _BUILDERS: dict[str, Callable[[Mapping[str, Any]], list[Row]]] = {
     "artifact": _artifact,
     "alert": _event,
     "fingerprint": _event,
+    "metrics": _event,
     "preflight": _preflight,
 }
 

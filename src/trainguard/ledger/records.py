@@ -38,6 +38,7 @@ __all__ = [
     "Run",
     "RunEnd",
     "StepFingerprint",
+    "StepMetrics",
     "record_from_json",
 ]
 
@@ -291,6 +292,51 @@ class StepFingerprint(Record):
     at: int
 
 
+_METRIC_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_METRIC_VALUE_RE = re.compile(r"^(-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?|nan|-?inf)$")
+
+
+@dataclass(frozen=True)
+class StepMetrics(Record):
+    """Training telemetry of one rank at a logged step: what the dashboard charts.
+
+    ``values`` maps a metric name (``loss``, ``grad_norm``, ``step_time``,
+    ``data_wait``, ``compute``, ``collective_wait``, ``host_gap``...; seconds for
+    times) to its value as a decimal string: ledger entries are canonical JSON,
+    which has no floats, and ``repr(float)`` round-trips exactly (``nan`` and
+    ``inf`` included, since a diverging loss is exactly what must be kept).
+    """
+
+    kind: ClassVar[str] = "metrics"
+    _names = ("run_id",)
+
+    run_id: str
+    step: int
+    rank: int
+    at: int
+    values: Mapping[str, str] = field(default_factory=dict)
+
+    def _validate(self) -> None:
+        if len(self.values) > 64:
+            _fail("metrics", "values", "holds more than 64 metrics")
+        for name, value in self.values.items():
+            if not (isinstance(name, str) and _METRIC_NAME_RE.match(name)):
+                _fail("metrics", "values", f"has an invalid metric name: {name!r}")
+            if not (isinstance(value, str) and len(value) <= 40 and _METRIC_VALUE_RE.match(value)):
+                _fail("metrics", "values", f"{name} is not a decimal number: {value!r}")
+
+    @classmethod
+    def of(
+        cls, run_id: str, step: int, rank: int, at: int, values: Mapping[str, float]
+    ) -> StepMetrics:
+        """Build from float values (stored as their exact ``repr``)."""
+        return cls(run_id, step, rank, at, {k: repr(float(v)) for k, v in values.items()})
+
+    def floats(self) -> dict[str, float]:
+        """The values back as floats."""
+        return {k: float(v) for k, v in self.values.items()}
+
+
 @dataclass(frozen=True)
 class PreflightResult(Record):
     """The outcome of ``trainguard preflight`` / ``env verify`` on a host.
@@ -328,7 +374,8 @@ class PreflightResult(Record):
 
 #: Record classes by ``kind``.
 RECORD_TYPES: dict[str, type[Record]] = {
-    cls.kind: cls for cls in (Run, RunEnd, Artifact, Edge, Alert, StepFingerprint, PreflightResult)
+    cls.kind: cls
+    for cls in (Run, RunEnd, Artifact, Edge, Alert, StepFingerprint, StepMetrics, PreflightResult)
 }
 
 
