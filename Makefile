@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck check bench bench-venv bench-scan bench-env bench-ledger bench-sentinel clean
+.PHONY: venv demo test browser lint typecheck check bench bench-venv bench-scan bench-env bench-ledger bench-sentinel clean
 
 venv: $(STAMP)
 
@@ -24,8 +24,16 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(VENV)/bin/trainguard demo
 
-test: venv
+test: venv browser
 	$(PY) -m pytest -q
+
+# The dashboard's browser tests drive Debian's Chromium (never a downloaded browser):
+# installed from the OS packages when missing and this is root with apt-get.
+browser:
+	@test -x /usr/bin/chromium || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] \
+		&& { apt-get install -y -q chromium chromium-driver >/dev/null \
+		     || { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }; }; } \
+		|| echo "make: Debian chromium is not installed; the browser tests will fail" >&2
 
 lint: venv
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -21,6 +21,7 @@ PUBLIC = [
     "trainguard.env",
     "trainguard.ledger",
     "trainguard.sentinel",
+    "trainguard.dashboard",
     "trainguard.drill",
     "trainguard.demo",
 ]

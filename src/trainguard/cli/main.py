@@ -12,7 +12,17 @@ from trainguard.errors import TrainguardError
 
 #: Sub-command modules under ``trainguard.cli``, each with ``register(subparsers)``
 #: adding the sub-command of the module's name; order is --help order.
-COMMANDS = ("demo", "scan", "convert", "env", "code", "preflight", "ledger", "run")
+COMMANDS = (
+    "demo",
+    "scan",
+    "convert",
+    "env",
+    "code",
+    "preflight",
+    "ledger",
+    "run",
+    "dashboard",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
