@@ -135,3 +135,21 @@ def test_clean_run_with_env_census_is_quiet() -> None:
     with protect(model, opt, **quiet(env=True)) as sentinel:
         train(model, opt, sentinel, 5)
         assert sentinel.alarms == []
+
+
+def test_a_hook_prepended_after_a_removal_is_still_seen() -> None:
+    # The full census skips registries whose (len, first, last) signature is unchanged
+    # since they were last found clean; a removal plus a prepended hook keeps the length.
+    model = tiny_model()
+    opt = make_optimizer(model)
+    keep = model.register_forward_hook(lambda m, i, o: None)
+    drop = model.register_forward_hook(lambda m, i, o: None)
+    with protect(model, opt, **quiet()) as sentinel:
+        train(model, opt, sentinel, 2)
+        drop.remove()
+        model.register_forward_hook(lambda m, i, o: None, prepend=True)
+        train(model, opt, sentinel, 1, start=2)
+        hits = [a for a in sentinel.alarms if a.check == "census"]
+    keep.remove()
+    assert hits and all(a.step == 2 for a in hits)
+    assert any("_forward_hooks" in a.message for a in hits)

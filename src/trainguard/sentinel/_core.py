@@ -176,6 +176,8 @@ class Sentinel:
         if self._closed:
             return
         try:
+            # No reduce follows: host trips still waiting for one are read back here.
+            self.board.apply_pending(self.state.step)
             self.flush()
         finally:
             self._closed = True
@@ -243,6 +245,7 @@ class Sentinel:
         state.step_kwargs = {k: v for k, v in (kwargs or {}).items() if k != "closure"}
         self.board.prepare(state.step)
         self._run("before_step")
+        self.board.apply_pending(state.step)  # host trips of before_step join this reduce
         self.board.reduce()  # the step's one collective
         state.mark("reduce_end")
         self._run("after_reduce")
@@ -267,6 +270,7 @@ class Sentinel:
         else:
             self._run("after_step")
             if self._post_deciders:
+                self.board.apply_pending(state.step)
                 new = self.board.reduce_new_only()
                 tripped = {c for c, _ in self._tripped(new)} & set(self._post_deciders)
                 if tripped and self._snapshot is not None:

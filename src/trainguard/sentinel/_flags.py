@@ -126,6 +126,18 @@ class FlagBoard:
 
     def prepare(self, step: int) -> None:
         """Start a step's buffer: pending host trips applied, gather regions cleared."""
+        self.apply_pending(step)
+        if len(self.buf) > 2 * self.n:
+            self.buf[2 * self.n :].fill_(_NEG_INF)
+        self.reduced = False
+
+    def apply_pending(self, step: int) -> None:
+        """Fold host trips recorded since the last call into this rank's device flags.
+
+        Called when a step starts, again right before its collective (so trips the
+        checks make in ``before_step`` travel in the same step's reduce and veto
+        vote), and before a final read-back (so nothing tripped late is lost).
+        """
         with self._lock:
             pending, self._pending = self._pending, []
             self._applied = self._seq
@@ -133,9 +145,6 @@ class FlagBoard:
             self.new[slot] = self._mark
             first = self.new_step[slot]
             self.new_step[slot] = torch.where(first < 0, torch.full_like(first, float(step)), first)
-        if len(self.buf) > 2 * self.n:
-            self.buf[2 * self.n :].fill_(_NEG_INF)
-        self.reduced = False
 
     def publish(self, index: int, values: torch.Tensor) -> None:
         """Write this rank's row of gather region ``index``."""

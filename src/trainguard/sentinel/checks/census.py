@@ -89,6 +89,19 @@ def _registry(owner: object, name: str) -> dict[int, Any]:
     return reg if isinstance(reg, dict) else {}
 
 
+def _signature(reg: dict[int, Any]) -> tuple[int, object, object]:
+    """``(len, first key, last key)`` of a hook registry.
+
+    Hook handles take fresh, increasing ids and a new hook goes to one end of the
+    registry (appended, or moved to the front by ``prepend=True``), so while any hook
+    added since a check survives, the first or the last key is one the check never saw:
+    an equal signature means nothing was added since.
+    """
+    if not reg:
+        return (0, None, None)
+    return (len(reg), next(iter(reg)), next(reversed(reg)))
+
+
 class CensusCheck(Check):
     name = "census"
     rule = HOOK_INSTALLED
@@ -130,6 +143,9 @@ class CensusCheck(Check):
         }
         self.env_every = config.integer("env_every", minimum=0)  # 0: never
         self.env = _env_census() if self.env_every else None
+        # Registries last found to hold nothing new, by signature: the full census re-reads
+        # a registry's keys only when its signature moved (see _signature).
+        self._clean: dict[tuple[int, str], tuple[int, object, object]] = {}
 
     # -- helpers ----------------------------------------------------------------------------
     def _own_ids(self) -> set[int]:
@@ -143,14 +159,18 @@ class CensusCheck(Check):
         self._reported.add(key)
         state.trip_host(self, message, slot=slot, **evidence)
 
-    def _new_hooks(self, state: StepState, where: str, reg: dict[int, Any], base: set[int]) -> None:
+    def _new_hooks(self, state: StepState, where: str, reg: dict[int, Any], base: set[int]) -> bool:
+        """Report hooks in ``reg`` beyond ``base`` and the sentinel's own; returns whether
+        there were any."""
         own = self._own_ids()
+        found = False
         for hid, fn in list(reg.items()):
             if hid in base or hid in own:
                 continue
             info = probe.describe_callable(fn[0] if isinstance(fn, tuple) else fn)
             if "state_dict" in where and probe.defined_in_torch(info):
                 continue  # FSDP registers its state-dict hooks lazily, at the first forward
+            found = True
             self._report(
                 state,
                 0,
@@ -159,6 +179,7 @@ class CensusCheck(Check):
                 registry=where,
                 hook=info,
             )
+        return found
 
     # -- every step ---------------------------------------------------------------------------
     def _cheap(self, state: StepState) -> None:
@@ -233,19 +254,32 @@ class CensusCheck(Check):
 
     # -- every full_every steps ------------------------------------------------------------------
     def _full(self, state: StepState, *, forced: bool = False) -> None:
+        clean = self._clean
         for m in self.modules:
             for n in probe.MODULE_HOOK_DICTS:
                 reg = _registry(m, n)
-                base = self.base_modules.get((id(m), n), set())
-                if reg.keys() - base:
-                    self._new_hooks(state, f"{type(m).__name__}.{n}", reg, base)
+                key, sig = (id(m), n), _signature(reg)
+                if clean.get(key) == sig:
+                    continue
+                base = self.base_modules.get(key, set())
+                if not (
+                    reg.keys() - base
+                    and self._new_hooks(state, f"{type(m).__name__}.{n}", reg, base)
+                ):
+                    clean[key] = sig
         own_ids = self._own_ids()
         for i, p in enumerate(self.ctx.params):
             for n in ("_backward_hooks", "_post_accumulate_grad_hooks"):
                 reg = _registry(p, n)
-                base = self.base_tensor.get((id(p), n), set())
-                if reg.keys() - base - own_ids:
-                    self._new_hooks(state, f"{self.ctx.names[i]}.{n}", reg, base)
+                key, sig = (id(p), n), _signature(reg)
+                if clean.get(key) == sig:
+                    continue
+                base = self.base_tensor.get(key, set())
+                if not (
+                    reg.keys() - base - own_ids
+                    and self._new_hooks(state, f"{self.ctx.names[i]}.{n}", reg, base)
+                ):
+                    clean[key] = sig
         for hook in ddp.comm_hooks(self.ctx.model):
             if hook["id"] not in self.base_comm:
                 self._report(
