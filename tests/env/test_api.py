@@ -5,6 +5,8 @@ from __future__ import annotations
 import doctest
 import importlib
 import inspect
+import subprocess
+import sys
 
 import pytest
 
@@ -13,6 +15,8 @@ from trainguard.findings import RULES
 
 
 def test_all_matches_public_names() -> None:
+    for name in env.__all__:  # some load on first use; each must resolve
+        assert getattr(env, name) is not None
     public = {
         name
         for name, obj in vars(env).items()
@@ -41,3 +45,19 @@ def test_rules_are_namespaced() -> None:
     ours = [r for r in RULES if r.startswith(("env.", "census.", "code."))]
     assert len(ours) >= 40
     assert all(RULES[r].help for r in ours)
+
+
+def test_importing_the_package_loads_no_engine_beyond_the_recheck() -> None:
+    """``env verify --baseline`` runs at every job start: importing ``trainguard.env``
+    must not load the census, code verification or the full verifier."""
+    code = (
+        "import sys, trainguard.env as env; "
+        "env.EnvConfig; env.Baseline; env.verify_environment; "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('trainguard.env'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    for heavy in ("census", "code", "_verify", "_snapshot", "_anchor", "_diff"):
+        assert f"trainguard.env.{heavy}" not in out
+    assert "trainguard.env.baseline" in out

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import py_compile
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from tests.env.conftest import python_of
 from trainguard.env import Baseline, EnvConfig, snapshot_environment, verify_environment
 from trainguard.env._recheck import recheck
 from trainguard.env._target import describe_interpreter
-from trainguard.errors import ConfigError
+from trainguard.errors import ConfigError, UsageError
 from trainguard.findings import Report, Severity
 
 
@@ -70,6 +72,105 @@ def test_baseline_json_is_canonical_and_validated(based: Path) -> None:
         Baseline.from_json(json.dumps(doc))
     with pytest.raises(ConfigError):
         Baseline.from_json('{"format": "something-else"}')
+
+
+GOOD_HASH = "9f" * 32
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        "1 2 3 4 33188 " + GOOD_HASH + "0",  # hash one digit too long
+        "1 2 3 4 33188 " + GOOD_HASH[:-1],  # one too short
+        "1 2 3 4 33188 " + GOOD_HASH.upper(),  # not the canonical spelling
+        "1 2 3 4 33188 " + "g" * 64,  # not hex
+        "1 2 3 4 " + GOOD_HASH,  # a stat fact missing
+        "1 2 3 4 33188  " + GOOD_HASH,  # an empty field
+        " 1 2 3 4 33188 " + GOOD_HASH,
+        "1 2 3 4 3318a " + GOOD_HASH,  # a hex letter among the stat facts
+        "1 2 3 4 \u0663 " + GOOD_HASH,  # a digit of another script (int() would take it)
+        "1 2 3 4 33188 link:a\nb",  # a newline would split the record in two
+        "1 2 3 4 33188 sha256:" + GOOD_HASH,
+    ],
+)
+def test_malformed_file_record_is_refused_at_load(based: Path, record: str) -> None:
+    doc = json.loads(based.read_text())
+    site = next(iter(doc["roots"].values()))
+    folder = site[next(iter(site))]
+    folder["files"]["x.py"] = record
+    with pytest.raises(ConfigError, match="malformed baseline"):
+        Baseline.from_json(json.dumps(doc))
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "a\u0000b"])
+def test_file_name_outside_its_folder_is_refused(based: Path, name: str) -> None:
+    doc = json.loads(based.read_text())
+    site = next(iter(doc["roots"].values()))
+    folder = site[next(iter(site))]
+    folder["files"][name] = "1 2 3 4 33188 " + GOOD_HASH
+    with pytest.raises(ConfigError, match="malformed baseline"):
+        Baseline.from_json(json.dumps(doc))
+
+
+@pytest.mark.parametrize("stat", [[1, 2, 3], [1, 2, 3, "4"], [1, 2, 3, True], [1, 2, 3, 4.0], None])
+def test_malformed_folder_stat_is_refused(based: Path, stat: object) -> None:
+    doc = json.loads(based.read_text())
+    site = next(iter(doc["roots"].values()))
+    site[next(iter(site))]["stat"] = stat
+    with pytest.raises(ConfigError, match="malformed baseline"):
+        Baseline.from_json(json.dumps(doc))
+
+
+def test_every_record_form_a_snapshot_writes_is_accepted(based: Path) -> None:
+    doc = json.loads(based.read_text())
+    site = next(iter(doc["roots"].values()))
+    files = site[next(iter(site))]["files"]
+    files["hashed.py"] = "0 0 0 0 0 " + GOOD_HASH
+    files["link"] = "12 1763700000000000000 1763700000000000000 131200 41471 link:../a b/c"
+    files["unreadable"] = "0 1 2 3 33188 "
+    baseline = Baseline.from_json(json.dumps(doc))
+    assert Baseline.from_json(baseline.to_json()).to_json() == baseline.to_json()
+
+
+def test_interpreter_and_baseline_errors_while_loading_in_parallel(tmp_path: Path) -> None:
+    """The target is described while the baseline loads; each failure still surfaces,
+    an interpreter that cannot be described first (as when they ran in turn)."""
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "trainguard.env-baseline", "version": 1, "roots": []}')
+    with pytest.raises(ConfigError, match="malformed baseline"):
+        verify_environment(EnvConfig(python=sys.executable, baseline=str(bad)))
+    with pytest.raises(UsageError, match="no such interpreter"):
+        verify_environment(EnvConfig(python=str(tmp_path / "python"), baseline=str(bad)))
+    with pytest.raises(ConfigError, match="cannot read baseline"):
+        verify_environment(EnvConfig(python=sys.executable, baseline=str(tmp_path / "none")))
+
+
+def test_clean_recheck_loads_only_what_it_runs(demo_venv: Path, based: Path) -> None:
+    """The re-check runs at every job start: a clean one must not import the RECORD,
+    wheel, diff or bytecode machinery (their import costs more than the check)."""
+    code = (
+        "import sys\n"
+        "from trainguard.env import EnvConfig, verify_environment\n"
+        f"report = verify_environment(EnvConfig(python={python_of(demo_venv)!r}, "
+        f"baseline={str(based)!r}))\n"
+        "assert report.findings == [], report.findings\n"
+        "print(' '.join(m for m in sys.modules if m.startswith('trainguard.')))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "trainguard.env._recheck" in loaded
+    for module in (
+        "_verify",
+        "_record",
+        "_anchor",
+        "_wheels",
+        "_diff",
+        "_pyc",
+        "_hashing",
+        "census",
+    ):
+        assert f"trainguard.env.{module}" not in loaded
 
 
 def test_recheck_catches_file_and_record_edited_together(demo_venv: Path, based: Path) -> None:

@@ -17,8 +17,10 @@ from trainguard.env._envvars import env_findings, shadowing_in_dirs
 from trainguard.env._pth import classify_pth, read_pth
 from trainguard.env._pyc import classify_pyc
 from trainguard.env._record import parse_record
+from trainguard.env._target import describe_interpreter
 from trainguard.env._wheels import parse_lock, read_wheel
 from trainguard.env._zipread import read_members
+from trainguard.errors import UsageError
 from trainguard.findings import Severity
 
 MAGIC = importlib.util.MAGIC_NUMBER
@@ -189,3 +191,17 @@ def test_known_pth_hash_is_setuptools_text() -> None:
     )
     assert ALLOWED_PTH_SHA256[hashlib.sha256(text.encode()).hexdigest()].startswith("setuptools")
     assert re.fullmatch(r"[0-9a-f]{64}", next(iter(ALLOWED_PTH_SHA256)))
+
+
+def test_interpreter_description_is_read_as_a_literal_never_run(tmp_path: Path) -> None:
+    """The target interpreter prints its description; the verifier only reads literals,
+    so an interpreter that prints code gets an error, not its code run."""
+    marker = tmp_path / "ran"
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/sh\necho \"__import__('os').system('touch {marker}')\"\n")
+    fake.chmod(0o755)
+    with pytest.raises(UsageError, match="other than its description"):
+        describe_interpreter(str(fake))
+    assert not marker.exists()
+    real = describe_interpreter(sys.executable)
+    assert real.magic == MAGIC and real.cache_tag == sys.implementation.cache_tag

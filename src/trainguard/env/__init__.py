@@ -22,13 +22,21 @@ Example:
 
 from __future__ import annotations
 
-from trainguard.env._api import snapshot_environment, verify_environment
+import typing
+
+from trainguard.env._api import verify_environment
 from trainguard.env._config import EnvConfig
 from trainguard.env._target import Interpreter, describe_interpreter
 from trainguard.env.baseline import Baseline
-from trainguard.env.census import CensusConfig, RuntimeCensus, runtime_census
-from trainguard.env.code import CodeConfig, verify_code
+
+# Not lazy: the function shares its module's name, so a later first import of the
+# module would make ``trainguard.env.preflight`` the module. The module is light.
 from trainguard.env.preflight import PreflightConfig, preflight
+
+if typing.TYPE_CHECKING:
+    from trainguard.env._snapshot import snapshot_environment
+    from trainguard.env.census import CensusConfig, RuntimeCensus, runtime_census
+    from trainguard.env.code import CodeConfig, verify_code
 
 __all__ = [
     "Baseline",
@@ -45,3 +53,25 @@ __all__ = [
     "verify_code",
     "verify_environment",
 ]
+
+#: Loaded on first use: a job prolog's ``env verify --baseline`` is one process that
+#: needs none of these, and together they cost more than the re-check itself.
+_LAZY = {
+    "snapshot_environment": "trainguard.env._snapshot",
+    "CensusConfig": "trainguard.env.census",
+    "RuntimeCensus": "trainguard.env.census",
+    "runtime_census": "trainguard.env.census",
+    "CodeConfig": "trainguard.env.code",
+    "verify_code": "trainguard.env.code",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'trainguard.env' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value

@@ -12,7 +12,8 @@ from trainguard.env._pyc import PycVerdict, classify_pyc, deep_compare, mtime_se
 from trainguard.env._target import running_interpreter_is
 
 if TYPE_CHECKING:
-    from trainguard.env._verify import Collector, EnvState
+    from trainguard.env._collect import Collector
+    from trainguard.env._verify import EnvState
 
 __all__ = ["judge_pycs"]
 

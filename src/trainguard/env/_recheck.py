@@ -15,20 +15,25 @@ import os
 import stat
 import time
 from collections import defaultdict
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from trainguard.env import _rules as R
+from trainguard.env._collect import Collector
 from trainguard.env._config import CAVEATS, EnvConfig
-from trainguard.env._diff import DIFFABLE, Pristine, pristine_from_sources, source_diff
-from trainguard.env._hashing import FileFacts, hash_files
 from trainguard.env._hooks import hook_findings
-from trainguard.env._pyc import classify_pyc, deep_compare
-from trainguard.env._record import find_distributions
 from trainguard.env._target import Interpreter, running_interpreter_is
-from trainguard.env._verify import Collector, Progress, full_verify, top_level_names
-from trainguard.env._walk import walk
-from trainguard.env.baseline import Baseline, FileRecord, record_value
+from trainguard.env.baseline import Baseline, DirRecord, FileRecord, record_value
 from trainguard.findings import Checked, Report, Severity
+
+if TYPE_CHECKING:
+    from trainguard.env._diff import Pristine
+    from trainguard.env._hashing import FileFacts
+    from trainguard.env._verify import Progress
+
+# Hashing, walking, diffs, bytecode, RECORDs and the full verification are imported
+# where they are needed: a clean re-check (the common case, at every job start)
+# needs none of them.
 
 __all__ = ["recheck"]
 
@@ -48,13 +53,19 @@ class _Changes:
         self.errors: list[tuple[str, str]] = []
 
 
-def _scan_root(root: str, baseline: Baseline, out: _Changes) -> None:
-    records = baseline.roots[root]
+def _subfolders(records: Mapping[str, DirRecord]) -> dict[str, set[str]]:
+    """Folder -> the names of its sub-folders in the baseline."""
     children: dict[str, set[str]] = defaultdict(set)
     for rel in records:
         if rel:
             parent, _, name = rel.rpartition("/")
             children[parent].add(name)
+    return children
+
+
+def _scan_root(root: str, baseline: Baseline, out: _Changes) -> None:
+    records = baseline.roots[root]
+    children: dict[str, set[str]] | None = None  # only a changed folder needs them
     lstat = os.lstat
     for rel, rec in records.items():
         full = f"{root}/{rel}" if rel else root
@@ -66,22 +77,26 @@ def _scan_root(root: str, baseline: Baseline, out: _Changes) -> None:
         try:
             st = os.fstat(fd)
             if (st.st_mtime_ns, st.st_ctime_ns, st.st_ino) != rec.stat[:3]:
+                if children is None:
+                    children = _subfolders(records)
                 known = rec.files.keys() | children.get(rel, set())
                 for name in os.listdir(fd):
                     if name in known:
                         continue
                     path = f"{full}/{name}"
                     if stat.S_ISDIR(lstat(path).st_mode):
+                        from trainguard.env._walk import walk
+
                         out.new += walk(path).files
                     else:
                         out.new.append(path)
-            files = rec.files
-            for name, frec in files.items():
+            for name, frec in rec.files.items():
                 try:
                     s = lstat(name, dir_fd=fd)
                 except FileNotFoundError:
                     out.missing.append(f"{full}/{name}")
                     continue
+                # stat_prefix() spelled inline: this line runs once per file.
                 if not frec.startswith(
                     f"{s.st_size} {s.st_mtime_ns} {s.st_ctime_ns} {s.st_ino} {s.st_mode} "
                 ):
@@ -126,6 +141,8 @@ class _Pristine:
             if src and self.baseline_path:
                 folder = os.path.dirname(os.path.abspath(self.baseline_path))
                 candidate = os.path.join(folder, src.get("archive", ""))
+                from trainguard.env._hashing import hash_files
+
                 digest = hash_files([candidate])[0].sha256
                 # The archive is trusted only if it is the one the baseline names.
                 if digest is not None and digest.hex() == src.get("sha256"):
@@ -135,10 +152,13 @@ class _Pristine:
     def get(self, path: str, expected_hex: str) -> Pristine | None:
         archive = self._verified_archive()
         if archive is not None:
+            from trainguard.env._diff import pristine_from_sources
+
             found = pristine_from_sources(archive, path.lstrip("/"), expected_hex)
             if found is not None:
                 return found
         from trainguard.env._anchor import anchor_distributions
+        from trainguard.env._record import find_distributions
 
         dists = [d for s in self.interp.site_packages for d in find_distributions(s)]
         anchoring = anchor_distributions(dists, self.config)
@@ -170,6 +190,8 @@ def recheck(
             R.BASELINE_MISMATCH,
         )
         col.close()
+        from trainguard.env._verify import full_verify
+
         full, _ = full_verify(interp, config, progress=progress)
         report.merge(full)
         return report
@@ -177,9 +199,11 @@ def recheck(
     for root in baseline.roots:
         _scan_root(root, baseline, changes)
     to_hash = [p for p, _ in changes.suspects] + changes.new
-    facts: dict[str, FileFacts] = dict(
-        zip(to_hash, hash_files(to_hash, workers=config.workers), strict=True)
-    )
+    facts: dict[str, FileFacts] = {}
+    if to_hash:
+        from trainguard.env._hashing import hash_files
+
+        facts.update(zip(to_hash, hash_files(to_hash, workers=config.workers), strict=True))
     changed: set[str] = set(changes.new)
     pristine = _Pristine(baseline, baseline_path, interp, config)
     touched: list[str] = []
@@ -207,6 +231,8 @@ def recheck(
             "size": fact.size,
         }
         note = ""
+        from trainguard.env._diff import DIFFABLE, source_diff
+
         if path.endswith(DIFFABLE) and not expected.startswith("link:"):
             original = pristine.get(path, expected)
             if original is not None:
@@ -262,13 +288,7 @@ def recheck(
         if top is not None:
             pth_in_baseline |= {f"{site}/{n}" for n in top.files if n.endswith(".pth")}
     hooks = hook_findings(
-        interp,
-        pth_in_baseline - changed,
-        pth_in_baseline,
-        config,
-        lambda: top_level_names(
-            [d for s in interp.site_packages for d in find_distributions(s)], interp
-        ),
+        interp, pth_in_baseline - changed, pth_in_baseline, config, lambda: _top_names(interp)
     )
     for finding, rule in hooks:
         col.add(finding, rule)
@@ -288,6 +308,14 @@ def recheck(
     return report
 
 
+def _top_names(interp: Interpreter) -> dict[str, str]:
+    """Top-level module names worth protecting (needed only when PYTHONPATH is set)."""
+    from trainguard.env._record import find_distributions
+    from trainguard.env._verify import top_level_names
+
+    return top_level_names([d for s in interp.site_packages for d in find_distributions(s)], interp)
+
+
 def _judge_bytecode(
     interp: Interpreter,
     changed_pycs: list[str],
@@ -297,6 +325,10 @@ def _judge_bytecode(
     col: Collector,
 ) -> None:
     """Changed or new ``.pyc`` files: recompile their (unchanged) sources and compare."""
+    if not changed_pycs and not new_pycs:
+        return
+    from trainguard.env._pyc import classify_pyc, deep_compare
+
     same = running_interpreter_is(interp)
     compare: list[tuple[str, str, int]] = []
     stale: list[str] = []

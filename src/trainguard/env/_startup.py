@@ -47,8 +47,6 @@ def startup_findings(
     interp: Interpreter, extra_path: Iterable[str] = (), *, allowed_sha256: Iterable[str] = ()
 ) -> list[Finding]:
     """sitecustomize/usercustomize anywhere on the start-up path, and an active user site."""
-    from trainguard.env._hashing import hash_files
-
     findings: list[Finding] = []
     allowed = set(allowed_sha256)
     hooks = _HOOKS if interp.user_site else _HOOKS[:1]
@@ -56,7 +54,12 @@ def startup_findings(
     for directory in startup_search_path(interp, extra_path):
         for name in hooks:
             hits += [(name, p) for p in _candidates(directory, name, interp.extension_suffixes)]
-    facts = hash_files([p for _, p in hits], workers=1)
+    if hits:  # rare: the hashing machinery is loaded only when a hook exists
+        from trainguard.env._hashing import hash_files
+
+        facts = hash_files([p for _, p in hits], workers=1)
+    else:
+        facts = []
     for (name, path), fact in zip(hits, facts, strict=True):
         digest = fact.sha256.hex() if fact.sha256 else None
         if digest in allowed:

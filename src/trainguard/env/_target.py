@@ -9,8 +9,8 @@ is inspected. Everything after that is read from this process.
 
 from __future__ import annotations
 
+import ast
 import inspect
-import json
 import os
 import subprocess
 import sys
@@ -175,10 +175,13 @@ def describe_interpreter(python: str | os.PathLike[str] | None = None) -> Interp
             subject=str(exe),
             hint="pass the python binary of the environment, e.g. /opt/envs/train/bin/python",
         )
+    # repr(), not json: importing json (and with it re and enum) would double the
+    # cost of a child that runs at every job start; the parent reads the literal
+    # with ast.literal_eval, which evaluates literals only.
     script = (
-        "from __future__ import annotations\nimport json, os\n"
+        "from __future__ import annotations\nimport os\n"
         + inspect.getsource(_describe)
-        + "\nprint(json.dumps(_describe()))\n"
+        + "\nprint(repr(_describe()))\n"
     )
     try:
         proc = subprocess.run(
@@ -201,11 +204,19 @@ def describe_interpreter(python: str | os.PathLike[str] | None = None) -> Interp
             hint="pass a CPython interpreter (3.8 or newer)",
         )
     try:
-        data = json.loads(proc.stdout)
-    except ValueError as exc:
+        data = ast.literal_eval(proc.stdout.strip())
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as exc:
         raise UsageError(
-            f"{exe} printed something other than JSON", subject=str(exe), found=proc.stdout[:200]
+            f"{exe} printed something other than its description",
+            subject=str(exe),
+            found=proc.stdout[:200],
         ) from exc
+    if not isinstance(data, dict):
+        raise UsageError(
+            f"{exe} printed something other than its description",
+            subject=str(exe),
+            found=proc.stdout[:200],
+        )
     return Interpreter.from_json(data, no_user_site=_no_user_site())
 
 

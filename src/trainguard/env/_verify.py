@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from trainguard.env import _rules as R
 from trainguard.env._anchor import Anchoring, anchor_distributions
+from trainguard.env._collect import Collector
 from trainguard.env._config import CAVEATS, EnvConfig
 from trainguard.env._diff import DIFFABLE, Pristine, source_diff
 from trainguard.env._hashing import HASH, HEAD, STAT, FileFacts, HashQueue, hash_files
@@ -24,39 +24,11 @@ from trainguard.env._pycheck import judge_pycs
 from trainguard.env._record import STRONG, Distribution, RecordEntry, find_distributions, hash_with
 from trainguard.env._target import Interpreter
 from trainguard.env._walk import Tree, walk
-from trainguard.findings import Checked, Finding, Report, Rule, Severity
+from trainguard.findings import Checked, Report, Severity
 
-__all__ = ["Collector", "EnvState", "collect", "full_verify", "top_level_names"]
+__all__ = ["EnvState", "collect", "full_verify", "top_level_names"]
 
 Progress = Callable[[int, int, str], None]
-
-
-class Collector:
-    """Adds findings to a report, listing at most ``cap`` per rule and summarizing the rest."""
-
-    def __init__(self, report: Report, cap: int) -> None:
-        self.report = report
-        self.cap = cap
-        self._counts: dict[str, int] = defaultdict(int)
-        self._rules: dict[str, Rule] = {}
-
-    def add(self, finding: Finding, rule: Rule) -> None:
-        self._counts[rule.id] += 1
-        self._rules[rule.id] = rule
-        if self._counts[rule.id] <= self.cap:
-            self.report.add(finding)
-
-    def close(self) -> None:
-        for rule_id, count in self._counts.items():
-            if count > self.cap:
-                rule = self._rules[rule_id]
-                self.report.add(
-                    rule.finding(
-                        "(environment)",
-                        f"{count - self.cap} more {rule.id} findings not listed",
-                        count=count,
-                    )
-                )
 
 
 @dataclass

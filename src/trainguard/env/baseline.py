@@ -20,9 +20,11 @@ hashed again. A symbolic link is recorded as ``"link:" + target`` in place of
 the hash.
 
 Each file is one string (decimal stat facts, then the hash): it parses about
-three times faster than a list of integers, and the re-check compares the
-stat prefix with one ``startswith``; that keeps a 40,000-file re-check under
-0.3 s.
+three times faster than a list of integers, every record of a folder is
+validated by one regular-expression pass, and the re-check compares the stat
+prefix with one ``startswith``. Loading the baseline of a 30,000-file torch +
+numpy + transformers environment (5 MB) costs about 0.07 s of CPU, the
+re-check's ``lstat`` scan about 0.11 s.
 
 Example:
     >>> from trainguard.env.baseline import Baseline
@@ -37,13 +39,11 @@ Example:
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import os
 import re
 import stat
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,8 +67,10 @@ VERSION = 1
 FileRecord = str
 
 #: Every record of a folder, newline-joined, checked in one pass (one regex call per
-#: folder instead of one per file). A link target with a newline fails closed.
-_RECORDS = re.compile(r"(?:\d+ \d+ \d+ \d+ \d+ (?:[0-9a-f]{64}|link:[^\n]*|)\n)*")
+#: folder instead of one per file). ``[0-9]``, not ``\d``: ``\d`` also matches other
+#: scripts' digits, and testing for them makes the check a third slower. A link
+#: target with a newline fails closed.
+_RECORDS = re.compile(r"(?:[0-9]+ [0-9]+ [0-9]+ [0-9]+ [0-9]+ (?:[0-9a-f]{64}|link:[^\n]*|)\n)*")
 
 
 def stat_prefix(size: int, mtime_ns: int, ctime_ns: int, ino: int, mode: int) -> str:
@@ -99,10 +101,14 @@ def _bad(msg: str, where: str) -> ConfigError:
     )
 
 
-def _ints(value: Any, n: int, where: str) -> tuple[int, ...]:
-    if not isinstance(value, list) or len(value) != n or not all(type(v) is int for v in value):
-        raise _bad(f"expected {n} integers", where)
-    return tuple(value)
+_FOUR_INTS = (int, int, int, int)
+
+
+def _dir_stat(value: Any, where: str) -> tuple[int, int, int, int]:
+    # One C-level pass (map(type, ...)) per folder: a baseline has thousands of them.
+    if type(value) is not list or tuple(map(type, value)) != _FOUR_INTS:
+        raise _bad("expected 4 integers", where)
+    return (value[0], value[1], value[2], value[3])
 
 
 @dataclass(frozen=True)
@@ -171,10 +177,18 @@ class Baseline:
                     names = "\n".join(files)
                 except TypeError:
                     raise _bad(f"a file record in {rel!r} is not a string", where) from None
-                if not _RECORDS.fullmatch(joined) or "/" in names:
+                # A name is one entry of its folder: lstat(name, dir_fd=...) must not
+                # reach another folder's file (or fail on a NUL).
+                if (
+                    not _RECORDS.fullmatch(joined)
+                    or "/" in names
+                    or "\0" in names
+                    or "" in files
+                    or "." in files
+                    or ".." in files
+                ):
                     raise _bad(f"a file record in {rel!r} is malformed", where)
-                st = _ints(entry.get("stat"), 4, where)
-                parsed[rel] = DirRecord((st[0], st[1], st[2], st[3]), files)
+                parsed[rel] = DirRecord(_dir_stat(entry.get("stat"), where), files)
             roots[root] = parsed
         anchors = doc.get("anchors") or {}
         sources = doc.get("sources")
@@ -185,8 +199,10 @@ class Baseline:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Baseline:
         try:
-            with open(path, encoding="ascii") as fh:
-                text = fh.read()
+            # Bytes, then one ASCII decode: no incremental decoder or newline
+            # translation over a baseline of several megabytes.
+            with open(path, "rb") as fh:
+                text = fh.read().decode("ascii")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(
                 f"cannot read baseline {path}", subject=str(path), found=str(exc)
@@ -201,6 +217,8 @@ class Baseline:
 
 
 def now() -> str:
+    import datetime as _dt  # only a snapshot needs it
+
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -212,6 +230,8 @@ def record_for(path: str, sha256_hex: str | None, st: os.stat_result) -> FileRec
 
 def write_sources(archive: str, files: list[str]) -> str:
     """Store ``files`` (Python sources) deflated in ``archive``; return its SHA-256."""
+    import zipfile  # only a snapshot with sources needs it
+
     tmp = archive + ".tmp"
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
         for path in files:

@@ -22,15 +22,23 @@ from typing import TYPE_CHECKING
 
 from trainguard.env._api import verify_environment
 from trainguard.env._config import EnvConfig
-from trainguard.env.code import CodeConfig, verify_code
 from trainguard.findings import Report
 
 if TYPE_CHECKING:
     from trainguard.env.census import RuntimeCensus
+    from trainguard.env.code import CodeConfig
 
 __all__ = ["PreflightConfig", "preflight"]
 
 Progress = Callable[[int, int | None, Path], None]
+
+
+def _default_code() -> CodeConfig:
+    # Imported on use: the package imports this module at start-up (its function
+    # shares the module's name), and code verification pulls in git and diff tools.
+    from trainguard.env.code import CodeConfig
+
+    return CodeConfig()
 
 
 @dataclass(frozen=True)
@@ -46,7 +54,7 @@ class PreflightConfig:
 
     scan_paths: tuple[str, ...] = ()
     env: EnvConfig | None = field(default_factory=EnvConfig)
-    code: CodeConfig | None = field(default_factory=CodeConfig)
+    code: CodeConfig | None = field(default_factory=_default_code)
     census: bool = False
 
 
@@ -89,6 +97,8 @@ def preflight(
         env_config = config.env
         fold("env", lambda: verify_environment(env_config))
     if config.code is not None:
+        from trainguard.env.code import verify_code
+
         code_config = config.code
         fold("code", lambda: verify_code(code_config))
     if census is not None:
