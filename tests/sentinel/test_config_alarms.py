@@ -111,3 +111,31 @@ def test_sentinel_rules_are_registered() -> None:
 
     assert RULES["sentinel.update-mismatch"].severity is Severity.CRITICAL
     assert "sentinel.non-finite" in RULES
+
+
+def test_alarm_evidence_is_made_fit_for_the_ledger() -> None:
+    # Canonical JSON has no floats: evidence with scores, NaN and huge ints must still
+    # become an Alert (an alarm the ledger refuses is an alarm lost to the dashboard).
+    from trainguard.ledger import Alert
+    from trainguard.ledger._canonical import encode
+    from trainguard.sentinel.alarms import alert_of
+
+    record = {
+        "check": "updates",
+        "rule": "sentinel.update-mismatch",
+        "rank": 1,
+        "host": "h",
+        "step": 3,
+        "message": "m",
+        "evidence": {"scores": {"tok.weight": 2.0, "x": float("nan")}, "big": 2**70, "é": (1, 2.5)},
+        "severity": "critical",
+        "action": "warn",
+        "reporter": 1,
+        "time": 1714000000.5,
+    }
+    alert = alert_of("run-1", record)
+    assert isinstance(alert, Alert)
+    encode(alert.to_json())  # raises on anything canonical JSON cannot hold
+    assert alert.evidence["scores"] == {"tok.weight": "2.0", "x": "nan"}
+    assert alert.evidence["big"] == str(2**70) and alert.evidence["\\xe9"] == [1, "2.5"]
+    assert alert.evidence["rank"] == 1 and alert.step == 3

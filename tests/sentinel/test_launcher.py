@@ -302,9 +302,13 @@ def test_clean_single_process_run_exits_0_without_alarms(tmp_path: Path) -> None
 
 @pytest.mark.slow
 def test_sigterm_from_another_process_is_attributed_to_its_pid_and_uid(tmp_path: Path) -> None:
+    from trainguard.ledger import Alert, Ledger
+
     script = _script(tmp_path, _SINGLE)
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    job = [sys.executable, str(script), "2000"]
     proc = start_trainguard(
-        ["--heartbeat-timeout", "5", "--", sys.executable, str(script), "2000"],
+        ["--heartbeat-timeout", "5", "--ledger", url, "--run-id", "job-7", "--", *job],
         tmp_path,
         env={"OUT": str(tmp_path)},
     )
@@ -318,6 +322,16 @@ def test_sigterm_from_another_process_is_attributed_to_its_pid_and_uid(tmp_path:
     assert (
         killed[0]["evidence"]["sender_uid"] == os.getuid()
         and killed[0]["evidence"]["origin"] == "external"
+    )
+    # ...and the launcher recorded it in the ledger as an alert of the run.
+    with Ledger.open(url) as ledger:
+        alerts = [e.record for e in ledger.entries(0, ledger.size())]
+    assert any(
+        isinstance(a, Alert)
+        and a.run_id == "job-7"
+        and a.rule == "sentinel.kills.rank-killed"
+        and a.evidence["sender_pid"] == os.getpid()
+        for a in alerts
     )
 
 

@@ -92,6 +92,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="skip the static scale-trigger analysis of the training script",
     )
+    parser.add_argument(
+        "--ledger",
+        metavar="URL",
+        help="also record the launcher's alarms (dead, silent or signalled ranks) as alerts "
+        "of the run in this ledger (sqlite:///PATH or postgresql://...)",
+    )
+    parser.add_argument(
+        "--run-id",
+        metavar="ID",
+        help="the run's id in the ledger, exported to the ranks as TRAINGUARD_RUN_ID "
+        "(default: $TRAINGUARD_RUN_ID, else generated)",
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the job")
     parser.set_defaults(func=run)
 
@@ -120,5 +132,7 @@ def run(args: argparse.Namespace) -> int:
         inject=not args.no_inject,
         rank_signals=not args.no_rank_signals,
         scale_check=not args.no_scale_check,
+        ledger=args.ledger,
+        run_id=args.run_id,
     )
     return Supervisor(options).run().exit_code

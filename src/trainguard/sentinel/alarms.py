@@ -40,7 +40,9 @@ __all__ = [
     "ConsoleLimiter",
     "LedgerSink",
     "RunLedgerSink",
+    "alert_of",
     "default_ledger_sink",
+    "ledger_evidence",
 ]
 
 log = logging.getLogger("trainguard.sentinel")
@@ -227,6 +229,53 @@ class LedgerSink(Protocol):
     def append_alarm(self, record: Mapping[str, Any]) -> None: ...
 
 
+#: Integers a ledger entry may hold (canonical JSON: exact in every JSON reader).
+_LEDGER_INT = 2**53
+
+
+def ledger_evidence(value: Any, *, depth: int = 0) -> Any:
+    """``value`` in the ledger's canonical-JSON domain: floats become their exact
+    ``repr`` (``"nan"`` and ``"inf"`` included), integers beyond +-2**53 and anything
+    that is not JSON become strings, keys become ASCII strings (``\\u`` escapes)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return value if -_LEDGER_INT < value < _LEDGER_INT else str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if depth >= 16:
+        return repr(value)[:256]
+    if isinstance(value, Mapping):
+        return {
+            str(k).encode("ascii", "backslashreplace").decode("ascii"): ledger_evidence(
+                v, depth=depth + 1
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [ledger_evidence(v, depth=depth + 1) for v in value]
+    return str(value)
+
+
+def alert_of(run_id: str, record: Mapping[str, Any]) -> Any:
+    """The :class:`trainguard.ledger.Alert` of an alarm (as :meth:`Alarm.to_dict` gives it)."""
+    from trainguard.ledger import Alert
+
+    evidence = dict(record.get("evidence") or {})
+    evidence.update(
+        check=record["check"], rank=record["rank"], host=record["host"], action=record["action"]
+    )
+    return Alert(
+        run_id=run_id,
+        rule=str(record["rule"]),
+        severity=str(record["severity"]),
+        message=str(record["message"]),
+        at=int(record["time"]),
+        step=int(record["step"]) if int(record["step"]) >= 0 else None,
+        evidence=ledger_evidence(evidence),
+    )
+
+
 class RunLedgerSink:
     """Appends alarms as :class:`trainguard.ledger.Alert` records of the recorded run."""
 
@@ -234,22 +283,7 @@ class RunLedgerSink:
         self.recorder = recorder
 
     def append_alarm(self, record: Mapping[str, Any]) -> None:
-        from trainguard.ledger import Alert
-
-        evidence = dict(record.get("evidence") or {})
-        evidence.update(
-            check=record["check"], rank=record["rank"], host=record["host"], action=record["action"]
-        )
-        alert = Alert(
-            run_id=self.recorder.run.run_id,
-            rule=str(record["rule"]),
-            severity=str(record["severity"]),
-            message=str(record["message"]),
-            at=int(record["time"]),
-            step=int(record["step"]),
-            evidence=evidence,
-        )
-        self.recorder.ledger.append([alert])
+        self.recorder.ledger.append([alert_of(self.recorder.run.run_id, record)])
 
     def append_metrics(self, step: int, rank: int, values: Mapping[str, float]) -> None:
         """One :class:`trainguard.ledger.StepMetrics` record of this rank at a log step."""

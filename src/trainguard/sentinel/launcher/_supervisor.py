@@ -27,8 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 from trainguard.errors import UsageError
 from trainguard.findings import Severity
@@ -81,6 +82,8 @@ class RunOptions:
     rank_signals: bool = True
     scale_check: bool = True
     poll_interval: float = 0.1
+    ledger: str | None = None
+    run_id: str | None = None
 
     def __post_init__(self) -> None:
         if not self.command:
@@ -133,6 +136,12 @@ class Supervisor:
         self._own_job_dir = options.job_dir is None
         self.job = JobDir(options.job_dir or tempfile.mkdtemp(prefix="trainguard-job-"))
         self.canary_state: str | None = None
+        # The run the launcher's own alarms belong to in the ledger; exported to the ranks
+        # (TRAINGUARD_RUN_ID), so their RunRecorder records the same run.
+        self.run_id = (
+            options.run_id or os.environ.get("TRAINGUARD_RUN_ID") or f"run-{uuid.uuid4().hex[:16]}"
+        )
+        self._ledger: Any = None
 
     # -- output ----------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -145,6 +154,20 @@ class Supervisor:
         except OSError as exc:
             self.say(f"could not write the alarm spool {self._spool.path}: {exc}")
         self.say(alarm.line())
+        if self.options.ledger:
+            self._to_ledger(alarm)
+
+    def _to_ledger(self, alarm: Alarm) -> None:
+        """Append the alarm as an Alert of this run; a ledger failure never hides it."""
+        from trainguard.ledger import Ledger
+        from trainguard.sentinel.alarms import alert_of
+
+        try:
+            if self._ledger is None:
+                self._ledger = Ledger.open(self.options.ledger, create=True)
+            self._ledger.append([alert_of(self.run_id, alarm.to_dict())])
+        except Exception as exc:  # the spool and stderr already have it
+            self.say(f"could not append the alarm to the ledger: {exc}")
 
     # -- setup -----------------------------------------------------------------------------
     def _static_scale_check(self, plan: LaunchPlan) -> None:
@@ -177,6 +200,7 @@ class Supervisor:
         env[ENV_HEARTBEAT_INTERVAL] = str(o.heartbeat_interval)
         env[ENV_RANK_SIGNALS] = "1" if o.rank_signals else "0"
         env[ENV_SPOOL_DIR] = os.path.abspath(self.spool_dir)
+        env["TRAINGUARD_RUN_ID"] = self.run_id
         if o.canary_world_size:
             env[ENV_CANARY_WORLD_SIZE] = str(o.canary_world_size)
             env[ENV_CANARY_STEPS] = str(o.canary_steps)
@@ -203,6 +227,8 @@ class Supervisor:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
             self._spool.close()
+            if self._ledger is not None:
+                self._ledger.close()
         result = RunResult(
             exit_code=self._exit_code(status),
             plan=plan,
