@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test browser lint typecheck check bench bench-venv bench-scan bench-env bench-ledger bench-sentinel clean
+.PHONY: venv demo drill test browser lint typecheck check bench bench-venv bench-scan bench-env bench-ledger bench-sentinel clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,10 @@ $(STAMP): pyproject.toml
 
 demo: venv
 	$(VENV)/bin/trainguard demo
+
+# Every drill of the incident on real 2-rank jobs (a few minutes on 2 CPUs).
+drill: venv
+	$(VENV)/bin/trainguard drill
 
 test: venv browser
 	$(PY) -m pytest -q
@@ -70,13 +74,27 @@ bench-scan: venv bench-venv
 	$(PY) benchmarks/scan_peers.py
 
 
-# env verify against the two-thread SHA-256 limit and AIDE on the project's own
-# torch + numpy + transformers environment. AIDE comes from the OS packages when
-# it can be installed (root and apt-get); otherwise the benchmark says so.
-bench-env: venv
+# env verify against the two-thread SHA-256 limit and AIDE on the issue's
+# environment: a venv of its own holding torch + numpy + transformers and their
+# dependencies only (not the project's dev venv, which holds far more).
+# torch==2.13.0 goes in first from the local wheel and stays pinned. AIDE comes
+# from the OS packages when it can be installed (root and apt-get); otherwise
+# the benchmark says so.
+BENCH_ENV_VENV  ?= .venv-bench-env
+BENCH_ENV_STAMP := $(BENCH_ENV_VENV)/.installed
+
+$(BENCH_ENV_STAMP): benchmarks/env-bench-requirements.txt
+	$(PYTHON) -m venv $(BENCH_ENV_VENV)
+	$(BENCH_ENV_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_ENV_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(BENCH_ENV_VENV)/bin/python -m pip install -q -r benchmarks/env-bench-requirements.txt \
+		-c benchmarks/peers-constraints.txt
+	touch $(BENCH_ENV_STAMP)
+
+bench-env: venv $(BENCH_ENV_STAMP)
 	@command -v aide >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] \
 		&& apt-get install -y -q aide >/dev/null 2>&1; } || echo "bench-env: AIDE not installable" >&2
-	$(PY) benchmarks/env_verify.py
+	$(PY) benchmarks/env_verify.py --python $(BENCH_ENV_VENV)/bin/python
 
 # The ledger at cluster scale (SQLite and PostgreSQL): append, verify and
 # blast-radius on a synthetic year of a 10,000-GPU cluster. LEDGER_SCALE=0.1

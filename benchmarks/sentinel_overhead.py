@@ -30,56 +30,8 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-TEXT = (
-    "It was the best of times, it was the worst of times, it was the age of wisdom, it was "
-    "the age of foolishness, it was the epoch of belief, it was the epoch of incredulity. "
-) * 64
-
-
-class Block(nn.Module):
-    def __init__(self, d: int, heads: int) -> None:
-        super().__init__()
-        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.attn = nn.MultiheadAttention(d, heads, batch_first=True, dropout=0.1)
-        self.mlp = nn.Sequential(
-            nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d), nn.Dropout(0.1)
-        )
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        h = self.ln1(x)
-        x = x + self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
-        return x + self.mlp(self.ln2(x))
-
-
-class GPT(nn.Module):
-    """A small decoder-only transformer over bytes."""
-
-    def __init__(self, layers: int, d: int, heads: int, ctx: int) -> None:
-        super().__init__()
-        self.tok = nn.Embedding(256, d)
-        self.pos = nn.Embedding(ctx, d)
-        self.blocks = nn.ModuleList(Block(d, heads) for _ in range(layers))
-        self.ln = nn.LayerNorm(d)
-        self.head = nn.Linear(d, 256, bias=False)
-        self.register_buffer("mask", torch.triu(torch.full((ctx, ctx), float("-inf")), 1))
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        t = idx.shape[1]
-        x = self.tok(idx) + self.pos(torch.arange(t))
-        for block in self.blocks:
-            x = block(x, self.mask[:t, :t])
-        return self.head(self.ln(x))
-
-
-def batches(batch: int, ctx: int, seed: int) -> Any:
-    data = torch.tensor(list(TEXT.encode()), dtype=torch.long)
-    g = torch.Generator().manual_seed(seed)
-    while True:
-        starts = torch.randint(0, len(data) - ctx - 1, (batch,), generator=g)
-        x = torch.stack([data[s : s + ctx] for s in starts])
-        y = torch.stack([data[s + 1 : s + ctx + 1] for s in starts])
-        yield x, y
-
+# The drills' model (moved there from this file) and the text shipped with the package.
+from trainguard.drill._model import GPT, batches, corpus
 
 PHASES = ("on_forward", "before_step", "after_reduce", "after_step", "_capture")
 
@@ -143,7 +95,7 @@ def run(rank: int, world: int, args: argparse.Namespace, out: Any) -> None:
     if world > 1:
         model = nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)
-    data = batches(args.batch, args.ctx, seed=rank)
+    data = batches(corpus(), args.batch, args.ctx, seed=rank)
     names = [c.name for c in available_checks()[0]]
     plan = modes(names, args.per_check)
     times: dict[str, list[tuple[float, float]]] = {m: [] for m in plan}

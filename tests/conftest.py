@@ -17,3 +17,13 @@ def marker_dir(tmp_path: Path) -> Path:
     d = tmp_path / "markers"
     d.mkdir()
     return d
+
+
+@pytest.fixture(scope="session")
+def demo_result(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """One real ``trainguard demo`` run (with its default drills), shared by the tests of
+    the demo and the dashboard: a few minutes of two CPUs, so it runs once per session."""
+    from trainguard.demo import run_demo
+
+    out = tmp_path_factory.mktemp("demo") / "out"
+    return run_demo(out)

@@ -21,6 +21,7 @@ COMMANDS = (
     "preflight",
     "ledger",
     "run",
+    "drill",
     "dashboard",
 )
 

@@ -1,10 +1,13 @@
 """``trainguard demo``: the product working end to end on this machine, no GPU needed.
 
-The demo trains a tiny model, lets a simulated insider poison a copy of its
-checkpoint with a harmless payload, proves in a throwaway process that the
-poison is live, and then shows trainguard catching it: the scanner flags it,
-the safe loader refuses it (the payload never runs), and the clean checkpoint
-is converted to safetensors.
+A guarded pre-training run writes a checkpoint into a real ledger; a simulated
+insider poisons the shared copy with a harmless payload; colleagues' fine-tunes
+load it the old way in throwaway processes (the payload runs) and spread it
+into derived checkpoints. trainguard then catches it: the scanner flags it, the
+safe loader refuses it, and the signed, verified ledger proves its blast radius
+(affected runs, derived checkpoints, hours, cost, and the provably clean runs).
+Drills replay the incident's in-job sabotage on 2-rank jobs under the sentinel,
+and an HTML report and the dashboard command close the demo.
 
 Example:
     >>> from trainguard.demo import run_demo
@@ -15,6 +18,6 @@ Example:
 
 from __future__ import annotations
 
-from trainguard.demo._run import DemoResult, StepResult, run_demo
+from trainguard.demo._run import DEMO_DRILLS, DemoResult, StepResult, run_demo
 
-__all__ = ["DemoResult", "StepResult", "run_demo"]
+__all__ = ["DEMO_DRILLS", "DemoResult", "StepResult", "run_demo"]
