@@ -1,17 +1,22 @@
 """The demo's training jobs: a guarded pre-training run and colleagues' fine-tunes.
 
-The pre-training run happens in this process under ``trainguard.protect`` and a
-ledger :class:`~trainguard.ledger.RunRecorder`, so the ledger holds its run,
-its checkpoint, the sentinel's per-step metrics and any alarm. The colleagues'
-fine-tunes each run in a throwaway process (:mod:`._colleague`) because they
-load a checkpoint the unsafe way, as the incident's victims did.
+Each job is a process of its own, as on a cluster: the pre-training run
+(``python -m trainguard.demo._jobs``) trains under ``trainguard.protect`` inside
+a ledger :class:`~trainguard.ledger.RunRecorder`, so the ledger holds its run,
+its checkpoint, the sentinel's per-step metrics and any alarm (the sentinel's
+scale check reads the code loaded in the process: a host process full of other
+code, a test runner's say, is not a clean job). The colleagues' fine-tunes
+(:mod:`._colleague`) run in throwaway processes because they load a checkpoint
+the unsafe way, as the incident's victims did.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +24,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["MODEL", "ColleagueJob", "build_model", "pretrain", "run_colleague"]
+__all__ = [
+    "MODEL",
+    "ColleagueJob",
+    "build_model",
+    "main",
+    "pretrain",
+    "run_colleague",
+    "run_pretrain",
+]
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,44 @@ def pretrain(ledger_url: str, checkpoint: Path, *, steps: int, run_id: str, user
     return digest
 
 
+def run_pretrain(ledger_url: str, checkpoint: Path, *, steps: int, run_id: str, user: str) -> None:
+    """:func:`pretrain` in a process of its own.
+
+    Raises:
+        subprocess.CalledProcessError: the job failed or the sentinel raised an alarm
+            (its output is in the exception).
+    """
+    cmd = [sys.executable, "-m", "trainguard.demo._jobs", "--ledger", ledger_url]
+    cmd += ["--checkpoint", str(checkpoint), "--steps", str(steps)]
+    cmd += ["--run-id", run_id, "--user", user]
+    subprocess.run(cmd, env=_job_env(), check=True, capture_output=True, text=True, timeout=600)
+
+
+def _job_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("TRAINGUARD_RUN_ID", None)
+    return env
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m trainguard.demo._jobs``: the pre-training job; exit 1 on an alarm."""
+    from trainguard.errors import IntegrityError
+
+    p = argparse.ArgumentParser(prog="python -m trainguard.demo._jobs")
+    p.add_argument("--ledger", required=True)
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--run-id", required=True)
+    p.add_argument("--user", required=True)
+    args = p.parse_args(argv)
+    try:
+        pretrain(args.ledger, args.checkpoint, steps=args.steps, run_id=args.run_id, user=args.user)
+    except IntegrityError as exc:
+        print(f"{exc.message}: {exc.found}", file=sys.stderr)
+        return 1
+    return 0
+
+
 @dataclass(frozen=True)
 class ColleagueJob:
     """One fine-tune: who ran it, what it loaded, what it wrote."""
@@ -102,8 +153,7 @@ def run_colleague(ledger_url: str, job: ColleagueJob, *, steps: int = 6) -> None
     Raises:
         subprocess.CalledProcessError: the job failed (its output is in the exception).
     """
-    env = dict(os.environ)
-    env.pop("TRAINGUARD_RUN_ID", None)
+    env = _job_env()
     cmd = [
         sys.executable,
         "-m",
@@ -122,3 +172,7 @@ def run_colleague(ledger_url: str, job: ColleagueJob, *, steps: int = 6) -> None
         str(steps),
     ]
     subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, timeout=300)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -124,11 +124,11 @@ class _Demo:
 
     # -- the steps ---------------------------------------------------------------------
     def pretrain(self) -> None:
-        from trainguard.demo._jobs import pretrain
+        from trainguard.demo._jobs import run_pretrain
+        from trainguard.ledger import digest_file
 
-        digest = pretrain(
-            self.result.ledger_url, self.clean, steps=40, run_id="pretrain-1", user="ana"
-        )
+        run_pretrain(self.result.ledger_url, self.clean, steps=40, run_id="pretrain-1", user="ana")
+        digest, _ = digest_file(self.clean)
         self.step(
             0, self.clean.exists(), f"run pretrain-1 wrote {self.clean.name} ({digest[:19]}...)"
         )
