@@ -266,6 +266,10 @@ def test_batch_extend_equals_leaf_by_leaf(size: int, k: int) -> None:
     assert sorted(new) == sorted(seen)
     levels = m.perfect_levels(leaves)
     assert all(levels[lv][i] == h for lv, i, h in new)
+    for min_level in (2, 4):  # ledgers store only the upper levels
+        upper, same_root = m.extend(size, [h for _, h in before.pieces()], leaves[size:], min_level)
+        assert same_root == root
+        assert upper == [n for n in new if n[0] >= min_level]
 
 
 @settings(max_examples=150, deadline=None)

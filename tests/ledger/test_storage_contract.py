@@ -9,7 +9,12 @@ from trainguard.errors import LedgerIntegrityError
 from trainguard.ledger import _merkle
 from trainguard.ledger._ledger import Ledger, prepare
 from trainguard.ledger.signing import SigningKey
-from trainguard.ledger.storage import node_id, open_storage
+from trainguard.ledger.storage import NODE_LEVEL, node_id, open_storage
+
+
+def stored_nodes(size: int, node_level: int = NODE_LEVEL) -> int:
+    """How many perfect subtrees of level ``node_level`` and up ``size`` leaves complete."""
+    return sum(size >> level for level in range(node_level, size.bit_length()))
 
 
 def _records(n: int) -> list:
@@ -59,7 +64,8 @@ def test_append_assigns_consecutive_indexes_and_the_rfc_root(
         assert [i for i, _, _, _ in stored] == list(range(pos))
         assert [d for _, _, d, _ in stored] == [prepare(r).data for r in records]
         assert [k for _, k, _, _ in stored] == [r.kind for r in records]
-        assert ledger.storage.node_count() == pos - bin(pos).count("1")
+        assert ledger.storage.node_level() == NODE_LEVEL
+        assert ledger.storage.node_count() == stored_nodes(pos)
         assert [e.record for e in ledger.entries(0, pos)] == records
 
 
@@ -83,11 +89,84 @@ def test_every_proof_from_storage_verifies(ledger_url: str) -> None:
 
 def test_nodes_are_keyed_in_completion_order(ledger_url: str) -> None:
     with Ledger.open(ledger_url, create=True) as ledger:
-        ledger.append(_records(16))
+        ledger.append(_records(64))
         ids = [i for i, _ in ledger.storage.nodes(0, 1 << 62)]
         assert ids == sorted(ids)
-        assert ids[-1] == node_id(4, 0)  # the root of 16 leaves completes last
-        assert node_id(1, 0) == ids[0]
+        assert ids[-1] == node_id(6, 0)  # the root of 64 leaves completes last
+        assert node_id(NODE_LEVEL, 0) == ids[0]  # the first stored subtree
+        assert len(ids) == stored_nodes(64) == (64 >> NODE_LEVEL) * 2 - 1
+
+
+def test_levels_below_the_stored_ones_are_recomputed_from_leaves(ledger_url: str) -> None:
+    with Ledger.open(ledger_url, create=True) as ledger:
+        records = _records(45)
+        ledger.append(records)
+        hashes = [prepare(r).leaf_hash for r in records]
+        levels = _merkle.perfect_levels(hashes)
+        keys = {(lv, i) for lv in range(6) for i in range(len(levels[lv]))}
+        assert ledger.storage.perfect(keys) == {(lv, i): levels[lv][i] for lv, i in keys}
+        assert ledger.storage.perfect({(3, 6)}) == {}  # leaves 48..55 do not exist yet
+
+
+def test_a_ledger_made_before_node_level_stores_and_checks_every_level(ledger_url: str) -> None:
+    """Ledgers created by earlier versions have no ``node_level``: they keep every level."""
+    from tests.ledger.test_verify_tamper import raw
+    from trainguard.ledger.verify import verify_ledger
+
+    Ledger.open(ledger_url, create=True).close()
+    raw(ledger_url, "DELETE FROM meta WHERE key = 'node_level'")
+    records = _records(37)
+    with Ledger.open(ledger_url) as ledger:
+        assert ledger.storage.node_level() == 1
+        for i in range(0, 37, 7):
+            ledger.append(records[i : i + 7])
+        assert ledger.storage.node_count() == stored_nodes(37, 1) == 37 - bin(37).count("1")
+        proofs = ledger.inclusion_proofs(range(37), 37)
+        for i in range(37):
+            proofs[i].verify(ledger.root_at(37))
+        assert verify_ledger(ledger, jobs=1).size == 37
+        raw(ledger_url, "UPDATE nodes SET hash = ? WHERE id = ?", (b"\x00" * 32, node_id(1, 3)))
+        with pytest.raises(LedgerIntegrityError, match="tree node at level 1"):
+            verify_ledger(ledger, jobs=1)
+
+
+def test_bulk_append_equals_batched_appends_and_restores_the_indexes(
+    ledger_url: str, tmp_path: object
+) -> None:
+    from trainguard.ledger.verify import verify_ledger
+
+    records = _records(50)
+    with Ledger.open(ledger_url, create=True) as bulk:
+        with bulk.deferred_indexes():
+            assert _index_count(ledger_url) == 0
+            bulk.append(records[:5])  # appends stay atomic and queryable meanwhile
+            assert [r[1] for r in bulk.storage.select("runs", "run_id", ["r3"])] == ["r3"]
+        assert _index_count(ledger_url) == 15
+        result = bulk.bulk_append(records[5:], batch=8)
+        assert _index_count(ledger_url) == 15
+        plain = Ledger.open(f"sqlite:///{tmp_path}/plain.db", create=True)
+        full = plain.append(records)
+        assert (result.first, result.size, result.root) == (45, full.size, full.root)
+        for table in ("runs", "run_hosts", "edges"):
+            assert bulk.storage.rows(table, 0, 50) == plain.storage.rows(table, 0, 50)
+        assert verify_ledger(bulk, jobs=1).root == result.root
+        plain.close()
+
+
+def _index_count(url: str) -> int:
+    """Query indexes on the derived tables (primary keys aside)."""
+    from tests.ledger.test_verify_tamper import raw
+
+    if url.startswith("sqlite"):
+        sql = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        return int(raw(url, sql)[0][0])
+    return int(
+        raw(
+            url,
+            "SELECT COUNT(*) FROM pg_indexes WHERE schemaname = current_schema()"
+            " AND indexname NOT LIKE '%%pkey'",
+        )[0][0]
+    )
 
 
 def test_derived_rows_and_queries(ledger_url: str) -> None:

@@ -237,11 +237,44 @@ def test_swapped_key_is_caught(signed: tuple[str, Ledger], key: SigningKey) -> N
         check(ledger, key, derived=False)
 
 
-def test_edited_tree_node_is_caught(signed: tuple[str, Ledger], key: SigningKey) -> None:
+@pytest.mark.parametrize("level", [4, 5])
+def test_edited_tree_node_is_caught(
+    signed: tuple[str, Ledger], key: SigningKey, level: int
+) -> None:
     url, ledger = signed
-    raw(url, "UPDATE nodes SET hash = ? WHERE id = ?", (b"\x00" * 32, node_id(2, 3)))
+    assert raw(url, "SELECT COUNT(*) FROM nodes WHERE id = ?", (node_id(level, 0),))[0][0] == 1
+    raw(url, "UPDATE nodes SET hash = ? WHERE id = ?", (b"\x00" * 32, node_id(level, 0)))
     with pytest.raises(LedgerIntegrityError, match="tree node"):
         check(ledger, key)
+
+
+def test_deleted_tree_node_is_caught(signed: tuple[str, Ledger], key: SigningKey) -> None:
+    url, ledger = signed
+    raw(url, "DELETE FROM nodes WHERE id = ?", (node_id(4, 1),))
+    with pytest.raises(LedgerIntegrityError, match="missing"):
+        check(ledger, key)
+
+
+@pytest.mark.parametrize("value", ["1", "6", "x"])
+def test_an_edited_node_level_is_caught(
+    signed: tuple[str, Ledger], key: SigningKey, value: str
+) -> None:
+    """Claiming other stored levels than the tree holds fails (1: missing nodes; 6: extra ones)."""
+    url, _ = signed
+    raw(url, "UPDATE meta SET value = ? WHERE key = 'node_level'", (value,))
+    with Ledger.open(url) as reopened, pytest.raises(LedgerIntegrityError):
+        check(reopened, key)
+
+
+def test_entry_data_that_is_not_bytes_is_caught(sqlite_url: str, key: SigningKey) -> None:
+    """SQLite keeps any type in any column: text where the entry's bytes belong fails cleanly."""
+    with Ledger.open(sqlite_url, create=True) as ledger:
+        ledger.append(history())
+        ledger.sign(key)
+        data = bytes(raw(sqlite_url, "SELECT data FROM entries WHERE leaf = 6")[0][0]).decode()
+        raw(sqlite_url, "UPDATE entries SET data = ? WHERE leaf = 6", (data,))
+        with pytest.raises(LedgerIntegrityError, match="not bytes"):
+            check(ledger, key)
 
 
 def test_inserted_tree_node_is_caught(signed: tuple[str, Ledger], key: SigningKey) -> None:
@@ -261,6 +294,8 @@ def test_inserted_tree_node_is_caught(signed: tuple[str, Ledger], key: SigningKe
         ("INSERT INTO edges VALUES (3, 'r0', 'used', ?, 'checkpoint')", (f.digest("x"),)),
         ("INSERT INTO edges VALUES (999, 'r0', 'used', ?, 'checkpoint')", (f.digest("x"),)),
         ("UPDATE entries SET kind = 'alert' WHERE leaf = 0", ()),
+        ("UPDATE entries SET kind = 'run' WHERE leaf = 1", ()),
+        ("UPDATE edges SET leaf = 7 WHERE leaf = 6", ()),
     ],
     ids=[
         "delete-edge",
@@ -270,6 +305,8 @@ def test_inserted_tree_node_is_caught(signed: tuple[str, Ledger], key: SigningKe
         "insert-row",
         "insert-far-row",
         "kind",
+        "kind-of-edge",
+        "move-edge-row",
     ],
 )
 def test_tampered_derived_tables_are_caught(

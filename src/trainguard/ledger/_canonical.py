@@ -90,12 +90,79 @@ def _check(value: JSONValue, path: str) -> None:
     raise ValueError(f"{path}: {type(value).__name__} is not allowed in a ledger entry")
 
 
+#: Text written as-is inside a JSON string: printable ASCII without ``"`` or ``\\``.
+_PLAIN = re.compile(r"[ !#-\[\]-~]*").fullmatch
+
+
+def _fast_value(value: JSONValue, strings: list[str]) -> str | None:
+    t = type(value)
+    if t is str:
+        strings.append(value)
+        return f'"{value}"'
+    if t is int:
+        return str(value) if -MAX_INT <= value <= MAX_INT else None
+    if t is dict:
+        return _fast_object(value, strings)
+    if t is list or t is tuple:
+        items = [_fast_value(item, strings) for item in value]
+        return None if None in items else "[" + ",".join(items) + "]"  # type: ignore[arg-type]
+    if value is None:
+        return "null"
+    if t is bool:
+        return "true" if value else "false"
+    return None  # floats, bytes, subclasses...: the full path decides
+
+
+def _fast_object(obj: dict[str, JSONValue], strings: list[str]) -> str | None:
+    parts = []
+    for key in sorted(obj):
+        value = obj[key]
+        t = type(value)
+        if t is str:
+            strings.append(value)
+            parts.append(f'"{key}":"{value}"')
+        elif t is int and -MAX_INT <= value <= MAX_INT:
+            parts.append(f'"{key}":{value}')
+        else:
+            text = _fast_value(value, strings)
+            if text is None:
+                return None
+            parts.append(f'"{key}":{text}')
+    strings.extend(obj)
+    return "{" + ",".join(parts) + "}"
+
+
+def _encode_plain(value: Mapping[str, JSONValue]) -> bytes | None:
+    """The canonical bytes of an object whose keys and strings need no escaping, else ``None``.
+
+    Every key and string is written verbatim, so the result equals the JSON
+    encoder's only when all of them are plain (checked once, on their
+    concatenation, at the end); any other value (a float, an escape, non-ASCII
+    text, a non-str key) sends the object to the full path.
+    """
+    if type(value) is not dict:
+        return None
+    strings: list[str] = []
+    try:
+        text = _fast_object(value, strings)
+        if text is None or not _PLAIN("".join(strings)):
+            return None
+    except (TypeError, RecursionError):  # keys that are not str; very deep nesting
+        return None
+    return text.encode("ascii")
+
+
 def encode(value: Mapping[str, JSONValue]) -> bytes:
     """The canonical bytes of ``value``.
 
     Raises:
         ValueError: a float, bytes, huge integer, non-ASCII key or lone surrogate.
     """
+    # Appends encode every record: plain objects (nearly all) skip the
+    # validation pass and the JSON encoder; both paths give the same bytes.
+    fast = _encode_plain(value)
+    if fast is not None:
+        return fast
     _check(value, "$")
     return _ENCODER.encode(value).encode("utf-8")
 

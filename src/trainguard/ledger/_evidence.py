@@ -18,6 +18,7 @@ from trainguard.errors import LedgerIntegrityError
 from trainguard.ledger import _merkle
 from trainguard.ledger._ledger import Ledger, TreeHead
 from trainguard.ledger._multiproof import verify_batch
+from trainguard.ledger._query import read_checked
 from trainguard.ledger.signing import PublicKey, SignedTreeHead
 
 __all__ = ["Evidence", "collect_evidence", "verify_evidence"]
@@ -68,38 +69,38 @@ def collect_evidence(
     ledger: Ledger,
     leaves: Collection[int],
     head: TreeHead,
-    fetched: Mapping[int, tuple[bytes, bytes]] | None = None,
+    fetched: Mapping[int, tuple[bytes, bytes | None]] | None = None,
 ) -> Evidence:
     """Read the cited entries and prove them in ``head``; check the whole proof before use.
 
-    ``fetched`` (leaf -> (data, stored leaf hash)) may hold entries already read.
+    ``fetched`` (see :func:`~trainguard.ledger._query.read_checked`) may hold
+    entries already read, with their leaf hashes recomputed.
 
     Raises:
         LedgerIntegrityError: an entry is missing or altered, a proof does not
             reach the root, or the log does not extend its latest signed head.
     """
     wanted = sorted(set(leaves))
-    known = fetched or {}
-    entries = {leaf: known[leaf][0] for leaf in wanted if leaf in known}
-    rows = ledger.storage.entries_at([leaf for leaf in wanted if leaf not in known])
-    entries.update({leaf: data for leaf, _k, data, _h in rows})
-    stored = {leaf: known[leaf][1] for leaf in wanted if leaf in known}
-    stored.update({leaf: h for leaf, _k, _d, h in rows})
-    missing = [leaf for leaf in wanted if leaf not in entries]
+    known = dict(fetched or {})
+    unread = [leaf for leaf in wanted if leaf not in known]
+    if unread:
+        known.update(read_checked(ledger.storage, unread))
+    missing = [leaf for leaf in wanted if leaf not in known]
     if missing:
         raise LedgerIntegrityError(
             "cited entries are missing from the log", subject=f"entries {missing[:5]}"
         )
-    leaves = {leaf: _merkle.leaf_hash(entries[leaf]) for leaf in wanted}
-    edited = [leaf for leaf in wanted if leaves[leaf] != stored[leaf]]
+    edited = [leaf for leaf in wanted if known[leaf][1] is None]
     if edited:
         raise LedgerIntegrityError(
             "a cited entry does not match the tree", subject=f"entries {edited[:5]}"
         )
+    entries = {leaf: known[leaf][0] for leaf in wanted}
+    hashes: dict[int, bytes] = {leaf: known[leaf][1] for leaf in wanted}  # type: ignore[misc]
     # The proof comes from stored nodes; checking all of it (a few hashes per
     # entry) catches a damaged tree before a report is handed out.
     batch = ledger.batch_proof(wanted, head.size)
-    verify_batch(head.size, leaves, batch, head.root)
+    verify_batch(head.size, hashes, batch, head.root)
     signed = [h for h in ledger.signed_heads() if 0 < h.size <= head.size]
     latest = max(signed, key=lambda h: (h.size, h.timestamp)) if signed else None
     consistency: tuple[bytes, ...] = ()

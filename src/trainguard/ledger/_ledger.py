@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 from trainguard.errors import LedgerIntegrityError, UsageError
 from trainguard.ledger import _canonical, _merkle, _multiproof
+from trainguard.ledger._canonical import MAX_INT
 from trainguard.ledger._index import rows_of
-from trainguard.ledger.records import Record, record_from_json
+from trainguard.ledger.records import VERSION, Edge, Record, record_from_json
 from trainguard.ledger.signing import SignedTreeHead, SigningKey
 from trainguard.ledger.storage import (
     AppendResult,
@@ -78,8 +81,58 @@ class InclusionProof:
             raise LedgerIntegrityError(f"malformed inclusion proof: {exc}") from exc
 
 
+#: Printable ASCII without ``"`` or ``\\``: text that JSON writes as-is.
+_PLAIN = re.compile(r"[ !#-\[\]-~]*").fullmatch
+
+
+def _prepare_edge(e: Edge) -> PreparedEntry | None:
+    """An edge (the bulk of a log) of plain text, encoded without building a dict.
+
+    The bytes are those of the general path (a property test checks it);
+    anything unusual (an escape, non-ASCII text, a non-int number) returns
+    ``None`` and takes the general path.
+    """
+    run_id, direction, digest, kind, at, size, name = (
+        e.run_id,
+        e.direction,
+        e.digest,
+        e.artifact_kind,
+        e.at,
+        e.size,
+        e.name,
+    )
+    if not (
+        type(run_id) is str
+        and type(direction) is str
+        and type(digest) is str
+        and type(kind) is str
+        and type(at) is int
+        and 0 <= at <= MAX_INT
+        and (size is None or (type(size) is int and 0 <= size <= MAX_INT))
+        and (name is None or type(name) is str)
+        and _PLAIN(run_id + direction + digest + kind + (name or ""))
+    ):
+        return None
+    text = (
+        f'{{"artifact_kind":"{kind}","at":{at},"digest":"{digest}","direction":"{direction}"'
+        + ',"kind":"edge"'
+        + ("" if name is None else f',"name":"{name}"')
+        + f',"run_id":"{run_id}"'
+        + ("" if size is None else f',"size":{size}')
+        + f',"v":{VERSION}}}'
+    )
+    data = text.encode("ascii")
+    return PreparedEntry(
+        "edge", data, _merkle.leaf_hash(data), (("edges", (run_id, direction, digest, kind)),)
+    )
+
+
 def prepare(record: Record) -> PreparedEntry:
     """Encode a record canonically and compute its leaf hash and derived rows."""
+    if type(record) is Edge:
+        fast = _prepare_edge(record)
+        if fast is not None:
+            return fast
     obj = record.to_json()
     try:
         data = _canonical.encode(obj)
@@ -150,6 +203,31 @@ class Ledger:
     def append_prepared(self, entries: Sequence[PreparedEntry]) -> AppendResult:
         """Append already prepared entries (bulk importers prepare in parallel)."""
         return self.storage.append(entries)
+
+    def deferred_indexes(self) -> AbstractContextManager[None]:
+        """For a bulk import: query indexes are dropped, and rebuilt once on exit.
+
+        Appends inside stay atomic and durable; queries meanwhile are correct
+        but slow. An import killed part-way leaves the indexes missing until
+        ``trainguard ledger maintain`` rebuilds them.
+        """
+        return self.storage.deferred_indexes()
+
+    def bulk_append(self, records: Iterable[Record], *, batch: int = 20_000) -> AppendResult:
+        """Append many records in atomic batches of ``batch``, indexes rebuilt once at the end."""
+        result: AppendResult | None = None
+        with self.deferred_indexes():
+            pending: list[PreparedEntry] = []
+            for record in records:
+                pending.append(prepare(record))
+                if len(pending) >= batch:
+                    result = self.storage.append(pending)
+                    pending = []
+            if pending:
+                result = self.storage.append(pending)
+        if result is None:
+            raise UsageError("nothing to append")
+        return result
 
     def sign(self, key: SigningKey, *, timestamp: int | None = None) -> SignedTreeHead:
         """Sign the current tree head and store the signature in the ledger.

@@ -86,21 +86,25 @@ def perfect_levels(leaves: Sequence[bytes]) -> list[list[bytes]]:
 
 
 def extend(
-    size: int, pieces: Sequence[bytes], leaves: Sequence[bytes]
+    size: int, pieces: Sequence[bytes], leaves: Sequence[bytes], min_level: int = 1
 ) -> tuple[list[tuple[int, int, bytes]], bytes]:
     """Append ``leaves`` to a tree of ``size`` leaves given its compact range.
 
     ``pieces`` are the perfect subtrees of ``decompose(0, size)``, largest
-    first. Returns every perfect subtree ``(level, index, hash)`` the new
-    leaves complete, and the new root. Level by level, like
-    :func:`perfect_levels`: appends are O(k + log n) hashes and no per-leaf
-    interpreter loop.
+    first. Returns every perfect subtree ``(level, index, hash)`` of level
+    ``min_level`` or more that the new leaves complete, and the new root.
+    Level by level, like :func:`perfect_levels`: appends are O(k + log n)
+    hashes and no per-leaf interpreter loop.
     """
+    old = decompose(0, size) if size else []
+    frontier = {level: h for (level, _), h in zip(old, pieces, strict=True)}
+    if not leaves:
+        return [], fold(list(pieces)) if size else EMPTY_ROOT
     sha256 = hashlib.sha256
-    frontier = (
-        {level: h for (level, _), h in zip(decompose(0, size), pieces, strict=True)} if size else {}
-    )
     new: list[tuple[int, int, bytes]] = []
+    total = size + len(leaves)
+    # The last node completed at each level: the new root folds only these and old pieces.
+    last: dict[int, tuple[int, bytes]] = {0: (total - 1, leaves[-1])}
     current, start, level = list(leaves), size, 0
     while True:
         if start & 1:  # the level's last old node is the left sibling of the first new one
@@ -114,14 +118,16 @@ def extend(
         ]
         start >>= 1
         level += 1
-        new.extend((level, start + i, h) for i, h in enumerate(current))
-    total = size + len(leaves)
-    known = {(lv, i): h for lv, i, h in new}
-    known.update({(0, size + i): h for i, h in enumerate(leaves)})
-    known.update(
-        {key: h for key, h in zip(decompose(0, size), pieces, strict=True)} if size else {}
-    )
-    return new, root_of(total, lambda lv, i: known[(lv, i)])
+        last[level] = (start + pairs - 1, current[-1])
+        if level >= min_level:
+            new.extend((level, start + i, h) for i, h in enumerate(current))
+
+    def piece(lv: int, index: int) -> bytes:
+        got = last.get(lv)
+        # A piece of the new tree was completed now (the last at its level) or is an old piece.
+        return got[1] if got is not None and got[0] == index else frontier[lv]
+
+    return new, root_of(total, piece)
 
 
 def _split(n: int) -> int:

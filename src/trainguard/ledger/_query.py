@@ -9,9 +9,11 @@ entries) and is the fallback when the derived tables disagree with the log.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping
+from itertools import repeat
 from typing import Any, Protocol
 
 from trainguard.errors import LedgerIntegrityError
@@ -19,7 +21,7 @@ from trainguard.ledger import _canonical, _merkle
 from trainguard.ledger._index import EDGE_FAST, TABLES, rows_of
 from trainguard.ledger.storage import Storage
 
-__all__ = ["Index", "LogIndex", "StorageIndex"]
+__all__ = ["Checked", "Index", "LogIndex", "StorageIndex", "cross_check", "read_checked"]
 
 #: Entries read per batch when building a :class:`LogIndex`.
 _BATCH = 50_000
@@ -48,7 +50,7 @@ class StorageIndex:
         self.used: set[tuple[str, tuple[Any, ...]]] = set()
 
     def _note(self, table: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        self.used.update((table, r) for r in rows)
+        self.used.update(zip(repeat(table), rows))
         return rows
 
     def select(self, table: str, column: str, values: Collection[Any]) -> list[tuple[Any, ...]]:
@@ -131,45 +133,77 @@ class LogIndex:
 
 _SCANNER: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
+#: Entries by leaf: ``(data, leaf hash)``, the hash recomputed from the data, or
+#: ``None`` where it differs from the stored one (the entry was altered).
+Checked = dict[int, tuple[bytes, bytes | None]]
+
+
+def read_checked(storage: Storage, leaves: Collection[int]) -> Checked:
+    """Read entries and recompute their leaf hashes once, for every later use."""
+    sha256 = hashlib.sha256
+    out: Checked = {}
+    for leaf, _kind, data, stored in storage.entries_at(leaves):
+        if type(data) is not bytes:  # SQLite keeps any type in any column
+            out[leaf] = (b"", None)
+            continue
+        h = sha256(b"\x00" + data).digest()
+        out[leaf] = (data, h if h == stored else None)
+    return out
+
+
+def _expected_rows(leaf: int, data: bytes) -> set[tuple[str, tuple[Any, ...]]]:
+    return {(t, (leaf, *v)) for t, v in rows_of(_SCANNER(data.decode("utf-8"), 0)[0])}
+
 
 def cross_check(
     storage: Storage,
     used: Iterable[tuple[str, tuple[Any, ...]]],
-    entries: Mapping[int, tuple[bytes, bytes]] | None = None,
+    entries: Mapping[int, tuple[bytes, bytes | None]] | None = None,
 ) -> list[str]:
     """Problems where a derived row handed out does not follow from the entry it names.
 
-    ``entries`` (leaf -> (data, stored leaf hash)) may hold entries already
-    read; the others are read here.
+    ``entries`` (see :func:`read_checked`) may hold entries already read; the
+    others are read here.
     """
-    by_leaf: dict[int, list[tuple[str, tuple[Any, ...]]]] = defaultdict(list)
-    for table, row in used:
-        by_leaf[int(row[0])].append((table, row))
+    rows = list(used)
+    leaves = {int(row[0]) for _, row in rows}
     found = dict(entries or {})
-    missing = [leaf for leaf in by_leaf if leaf not in found]
-    found.update({leaf: (data, h) for leaf, _k, data, h in storage.entries_at(missing)})
+    missing = [leaf for leaf in leaves if leaf not in found]
+    if missing:
+        found.update(read_checked(storage, missing))
     problems = []
-    leaf_hash, scan, edge = _merkle.leaf_hash, _SCANNER, EDGE_FAST
-    for leaf in sorted(by_leaf):
+    for leaf in sorted(leaves):
         if leaf not in found:
             problems.append(f"index rows name entry {leaf}, which does not exist")
-            continue
-        data, stored = found[leaf]
-        if leaf_hash(data) != stored:
+        elif found[leaf][1] is None:
             problems.append(f"entry {leaf} does not match its leaf hash")
-            continue
+    present = sorted(leaf for leaf in leaves if leaf in found and found[leaf][1] is not None)
+    # Plain edges (most rows used) are read without building a dict and compared
+    # by lookup; every other row is checked against its entry's full parse.
+    edges = {}
+    for leaf in present:
         try:
-            text = data.decode("utf-8")
-            fast = edge(text)
-            if fast is not None:  # the common shape, read without building a dict
-                ak, digest, direction, run_id = fast.groups()
-                expected = {("edges", (leaf, run_id, direction, digest, ak))}
-            else:
-                expected = {(t, (leaf, *v)) for t, v in rows_of(scan(text, 0)[0])}
+            fast = EDGE_FAST(found[leaf][0].decode("utf-8"))
+        except UnicodeDecodeError:
+            continue
+        if fast is not None:
+            ak, digest, direction, run_id = fast.groups()
+            edges[leaf] = (leaf, run_id, direction, digest, ak)
+    others: dict[int, list[tuple[str, tuple[Any, ...]]]] = defaultdict(list)
+    for table, row in rows:
+        leaf = int(row[0])
+        if leaf in edges:
+            if table != "edges" or edges[leaf] != row:
+                problems.append(f"{table} row for entry {leaf} does not match the entry")
+        elif leaf in found and found[leaf][1] is not None:
+            others[leaf].append((table, row))
+    for leaf, claimed in sorted(others.items()):
+        try:
+            expected = _expected_rows(leaf, found[leaf][0])
         except (ValueError, KeyError, TypeError, AttributeError, StopIteration):
             problems.append(f"entry {leaf} is not a valid record")
             continue
-        for table, row in by_leaf[leaf]:
+        for table, row in claimed:
             if (table, row) not in expected:
                 problems.append(f"{table} row for entry {leaf} does not match the entry")
     return problems

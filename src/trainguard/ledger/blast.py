@@ -38,7 +38,14 @@ from trainguard.ledger._blast_types import (
 )
 from trainguard.ledger._evidence import Evidence, collect_evidence
 from trainguard.ledger._ledger import Ledger, TreeHead
-from trainguard.ledger._query import Index, LogIndex, StorageIndex, cross_check
+from trainguard.ledger._query import (
+    Checked,
+    Index,
+    LogIndex,
+    StorageIndex,
+    cross_check,
+    read_checked,
+)
 from trainguard.ledger.verify import check_index_counts
 
 __all__ = [
@@ -185,18 +192,18 @@ def blast_radius(
         LogIndex(ledger.storage, size) if from_log or problems else StorageIndex(ledger.storage)
     )
     result = _compute(index, indicator, as_of, prices, max_clean, max_depth)
-    fetched: dict[int, tuple[bytes, bytes]] | None = None
+    cited = _cited(result)
+    fetched: Checked | None = None
     if isinstance(index, StorageIndex):
-        # One read serves both the row cross-check and the evidence.
-        leaves = _cited(result) | {int(row[0]) for _, row in index.used}
-        fetched = {leaf: (d, h) for leaf, _k, d, h in ledger.storage.entries_at(leaves)}
+        # One read (and one leaf hash per entry) serves the row cross-check and the evidence.
+        fetched = read_checked(ledger.storage, cited | {int(row[0]) for _, row in index.used})
         problems = cross_check(ledger.storage, index.used, fetched)
         if problems:
             index = LogIndex(ledger.storage, size)
             result = _compute(index, indicator, as_of, prices, max_clean, max_depth)
-            fetched = None
+            cited, fetched = _cited(result), None
     search, affected, artifacts, clean, totals = result
-    evidence = collect_evidence(ledger, _cited(result), head, fetched)
+    evidence = collect_evidence(ledger, cited, head, fetched)
     caveats = _caveats(evidence, affected, totals, index, problems)
     answered = (
         "derived tables (cross-checked with the log)"

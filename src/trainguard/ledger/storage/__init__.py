@@ -7,7 +7,11 @@ the backend from a ledger URL (see :mod:`._url` for the one rule).
 
 Storage is deliberately dumb: it keeps log entries, the hashes of perfect
 Merkle subtrees, derived index rows and signed tree heads, and serializes
-appends so leaf indexes have no gaps or duplicates. It never decides what is
+appends so leaf indexes have no gaps or duplicates. Only subtrees of level
+:data:`NODE_LEVEL` (8 leaves) and up are stored: a lower one is recomputed
+from at most 4 leaf hashes when a proof needs it, so an append writes n/8
+node rows instead of n. Ledgers created before that store every level and
+keep doing so (``meta.node_level``, absent there, means 1). It never decides what is
 valid; :mod:`trainguard.ledger.verify` does, from the log alone.
 
 Example:
@@ -20,8 +24,9 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from trainguard.ledger._index import Row
 from trainguard.ledger.signing import SignedTreeHead
@@ -36,6 +41,7 @@ from trainguard.ledger.storage._url import (
 
 __all__ = [
     "ENV_VAR",
+    "NODE_LEVEL",
     "AppendResult",
     "LedgerURL",
     "PreparedEntry",
@@ -49,9 +55,16 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class PreparedEntry:
-    """One entry ready to store: its canonical bytes, leaf hash and derived rows."""
+#: The lowest level of Merkle subtrees a new ledger stores (2**3 = 8 leaves). Level 4
+#: would save another n/16 rows, but then an inclusion proof reads 15 leaf hashes.
+NODE_LEVEL = 3
+
+
+class PreparedEntry(NamedTuple):
+    """One entry ready to store: its canonical bytes, leaf hash and derived rows.
+
+    A named tuple rather than a dataclass: appends build one per entry.
+    """
 
     kind: str
     data: bytes
@@ -118,7 +131,14 @@ class Storage(Protocol):
         ...
 
     def perfect(self, keys: Collection[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-        """Hashes of perfect subtrees ``(level, index)``; level 0 is a leaf hash. Missing keys are absent."""
+        """Hashes of perfect subtrees ``(level, index)``; level 0 is a leaf hash. Missing keys are absent.
+
+        A level below :meth:`node_level` is computed from its stored leaf hashes.
+        """
+        ...
+
+    def node_level(self) -> int:
+        """The lowest level of stored tree nodes: :data:`NODE_LEVEL`, or 1 for older ledgers."""
         ...
 
     def rows(self, table: str, start: int, stop: int) -> list[tuple[Any, ...]]:
@@ -160,7 +180,17 @@ class Storage(Protocol):
         ...
 
     def maintain(self) -> None:
-        """Refresh query-planner statistics and reclaim space (``trainguard ledger maintain``)."""
+        """Rebuild missing query indexes, refresh planner statistics and reclaim space
+        (``trainguard ledger maintain``)."""
+        ...
+
+    def deferred_indexes(self) -> AbstractContextManager[None]:
+        """For a bulk import: drop the derived tables' query indexes, rebuild them on exit.
+
+        Appends stay atomic and every table stays consistent; queries in the
+        meantime are correct but slow. Building an index once, sorted, is much
+        cheaper than inserting into it row by row at random places.
+        """
         ...
 
     def close(self) -> None: ...

@@ -7,20 +7,22 @@ two backends cannot drift apart.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from trainguard.errors import LedgerIntegrityError, StorageError
 from trainguard.ledger import _merkle
 from trainguard.ledger._index import INDEXES, INTEGER_COLUMNS, PRIMARY, TABLES
 from trainguard.ledger.signing import SignedTreeHead
-from trainguard.ledger.storage import AppendResult, PreparedEntry, node_id
+from trainguard.ledger.storage import NODE_LEVEL, AppendResult, PreparedEntry, node_id
 from trainguard.ledger.storage._url import LedgerURL
 
-SCHEMA_VERSION = "1"
+#: "2": tree nodes from ``meta.node_level`` up (version 1 stored every level).
+SCHEMA_VERSION = "2"
 #: Largest IN (...) list per statement (SQLite's default variable limit is 32766).
 _IN_CHUNK = 900
 
@@ -41,12 +43,17 @@ class SQLStorage(ABC):
 
     def __init__(self, url: LedgerURL) -> None:
         self.url = url
+        self._node_level: int | None = None
 
     # -- backend hooks -------------------------------------------------------------
 
     @abstractmethod
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement (in the current transaction, if any) and fetch all rows."""
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """A bulk read (entries, nodes, derived rows); a backend may fetch it in a faster format."""
+        return self._execute(sql, params)
 
     @abstractmethod
     def _locked(self) -> AbstractContextManager[None]:
@@ -89,9 +96,30 @@ class SQLStorage(ABC):
                 stmts.append(f"CREATE TABLE IF NOT EXISTS {table} ({cols})")
             else:
                 stmts.append(f"CREATE TABLE IF NOT EXISTS {table} ({cols})")
-                stmts.append(f"CREATE INDEX IF NOT EXISTS {table}_leaf ON {table} (leaf)")
-        stmts.extend(f"CREATE INDEX IF NOT EXISTS {t}_{c} ON {t} ({c})" for t, c in INDEXES)
-        return stmts
+        return stmts + self._index_ddl()
+
+    @staticmethod
+    def _indexes() -> list[tuple[str, str]]:
+        """``(table, column)`` of every query index: the leaf of multi-row tables, then INDEXES."""
+        return [(t, "leaf") for t in TABLES if t not in PRIMARY] + list(INDEXES)
+
+    def _index_ddl(self) -> list[str]:
+        return [f"CREATE INDEX IF NOT EXISTS {t}_{c} ON {t} ({c})" for t, c in self._indexes()]
+
+    @contextmanager
+    def deferred_indexes(self) -> Iterator[None]:
+        with self._locked():
+            for table, column in self._indexes():
+                self._execute(f"DROP INDEX IF EXISTS {table}_{column}")
+        try:
+            yield
+        finally:
+            self._rebuild_indexes()
+
+    def _rebuild_indexes(self) -> None:
+        with self._locked():
+            for stmt in self._index_ddl():
+                self._execute(stmt)
 
     def init(self, origin: str) -> str:
         self._prepare_schema()
@@ -103,9 +131,31 @@ class SQLStorage(ABC):
                 existing: str = rows[0][0]
                 return existing
             p = self.param
-            for key, value in (("origin", origin), ("schema_version", SCHEMA_VERSION)):
+            for key, value in (
+                ("origin", origin),
+                ("schema_version", SCHEMA_VERSION),
+                ("node_level", str(NODE_LEVEL)),
+            ):
                 self._execute(f"INSERT INTO meta (key, value) VALUES ({p}, {p})", (key, value))
+        self._node_level = None
         return origin
+
+    def node_level(self) -> int:
+        if self._node_level is None:
+            rows = self._execute(
+                f"SELECT value FROM meta WHERE key = {self.param}", ("node_level",)
+            )
+            # Ledgers made before node_level existed store every level.
+            text = str(rows[0][0]) if rows else "1"
+            if not text.isdigit() or not 1 <= int(text) <= 16:
+                raise LedgerIntegrityError(
+                    "the ledger's node_level setting is not a level from 1 to 16",
+                    subject=self.url.text,
+                    found=repr(text),
+                    hint="run `trainguard ledger verify`; the meta table was edited",
+                )
+            self._node_level = int(text)
+        return self._node_level
 
     def origin(self) -> str | None:
         if not self._table_exists("meta"):
@@ -136,17 +186,20 @@ class SQLStorage(ABC):
                     hint="run `trainguard ledger verify`: entries or nodes were deleted",
                 )
             leaves = [e.leaf_hash for e in entries]
-            completed, root = _merkle.extend(first, [found[k] for k in keys], leaves)
-            new_nodes = [(node_id(level, index), h) for level, index, h in completed]
+            completed, root = _merkle.extend(
+                first, [found[k] for k in keys], leaves, self.node_level()
+            )
+            new_nodes = sorted((node_id(level, index), h) for level, index, h in completed)
             entry_rows = [
-                (first + offset, e.kind, e.data, e.leaf_hash) for offset, e in enumerate(entries)
+                (leaf, e.kind, e.data, e.leaf_hash) for leaf, e in enumerate(entries, first)
             ]
             derived: dict[str, list[tuple[Any, ...]]] = {t: [] for t in TABLES}
-            for offset, e in enumerate(entries):
+            for leaf, e in enumerate(entries, first):
                 for table, values in e.rows:
-                    derived[table].append((first + offset, *values))
+                    derived[table].append((leaf, *values))
             self._insert("entries", ("leaf", "kind", "data", "leaf_hash"), entry_rows)
-            self._insert("nodes", ("id", "hash"), new_nodes)
+            if new_nodes:
+                self._insert("nodes", ("id", "hash"), new_nodes)
             for table, rows in derived.items():
                 if rows:
                     self._insert(table, TABLES[table], rows)
@@ -159,7 +212,7 @@ class SQLStorage(ABC):
 
     def entries(self, start: int, stop: int) -> list[tuple[int, str, bytes, bytes]]:
         p = self.param
-        rows = self._execute(
+        rows = self._read(
             f"SELECT leaf, kind, data, leaf_hash FROM entries WHERE leaf >= {p} AND leaf < {p}"
             " ORDER BY leaf",
             (start, stop),
@@ -171,11 +224,11 @@ class SQLStorage(ABC):
             "SELECT leaf, kind, data, leaf_hash FROM entries WHERE leaf IN ({inl})",
             sorted(set(leaves)),
         )
-        return sorted((int(r[0]), str(r[1]), bytes(r[2]), bytes(r[3])) for r in rows)
+        return sorted(rows)  # (int, str, bytes, bytes) from both drivers: no conversion needed
 
     def nodes(self, start: int, stop: int) -> list[tuple[int, bytes]]:
         p = self.param
-        rows = self._execute(
+        rows = self._read(
             f"SELECT id, hash FROM nodes WHERE id >= {p} AND id < {p} ORDER BY id", (start, stop)
         )
         return [(int(r[0]), bytes(r[1])) for r in rows]
@@ -184,16 +237,39 @@ class SQLStorage(ABC):
         """Run ``sql`` (with one ``{in}`` slot) over ``values`` in chunks."""
         for i in range(0, len(values), _IN_CHUNK):
             chunk = values[i : i + _IN_CHUNK]
-            yield from self._execute(sql.format(inl=", ".join([self.param] * len(chunk))), chunk)
+            yield from self._read(sql.format(inl=", ".join([self.param] * len(chunk))), chunk)
 
     def perfect(self, keys: Collection[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-        leaves = sorted({index for level, index in keys if level == 0})
-        inner = {node_id(level, index): (level, index) for level, index in keys if level > 0}
+        stored_from = self.node_level()
+        leaves: set[int] = set()
+        low: list[tuple[int, int]] = []
+        inner: dict[int, tuple[int, int]] = {}
+        for level, index in keys:
+            if level == 0:
+                leaves.add(index)
+            elif level < stored_from:  # not stored: recomputed from its leaves
+                low.append((level, index))
+                leaves.update(range(index << level, (index + 1) << level))
+            else:
+                inner[node_id(level, index)] = (level, index)
+        # (int, bytes) rows from both drivers: no conversion needed.
+        sql = "SELECT leaf, leaf_hash FROM entries WHERE leaf IN ({inl})"
+        hashes: dict[int, bytes] = dict(self._in(sql, sorted(leaves)))
         out: dict[tuple[int, int], bytes] = {}
-        for leaf, h in self._in(
-            "SELECT leaf, leaf_hash FROM entries WHERE leaf IN ({inl})", leaves
-        ):
-            out[(0, int(leaf))] = bytes(h)
+        for level, index in keys:
+            if level == 0 and index in hashes:
+                out[(0, index)] = hashes[index]
+        sha256 = hashlib.sha256
+        for level, index in low:
+            span = [hashes.get(leaf) for leaf in range(index << level, (index + 1) << level)]
+            if None in span:
+                continue  # a missing leaf: the key stays absent
+            while len(span) > 1:
+                span = [
+                    sha256(b"\x01" + span[k] + span[k + 1]).digest()  # type: ignore[operator]
+                    for k in range(0, len(span), 2)
+                ]
+            out[(level, index)] = span[0]  # type: ignore[assignment]
         for nid, h in self._in("SELECT id, hash FROM nodes WHERE id IN ({inl})", sorted(inner)):
             out[inner[int(nid)]] = bytes(h)
         return out
@@ -204,7 +280,7 @@ class SQLStorage(ABC):
         p = self.param
         return [
             tuple(r)
-            for r in self._execute(
+            for r in self._read(
                 f"SELECT {cols} FROM {table} WHERE leaf >= {p} AND leaf < {p} ORDER BY leaf",
                 (start, stop),
             )

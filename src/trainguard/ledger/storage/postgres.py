@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from trainguard.errors import ConfigError, StorageError
-from trainguard.ledger._index import TABLES
+from trainguard.ledger._index import INTEGER_COLUMNS, TABLES
 from trainguard.ledger.storage import AppendResult, PreparedEntry
 from trainguard.ledger.storage._base import SQLStorage, wrap
 from trainguard.ledger.storage._url import LedgerURL
@@ -72,12 +72,19 @@ class PostgresStorage(SQLStorage):
             self._conn.close()
             self._conn = None
 
-    def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def _execute(
+        self, sql: str, params: Sequence[Any] = (), binary: bool = False
+    ) -> list[tuple[Any, ...]]:
         try:
-            cur = self.conn.execute(sql, params or None)
+            cur = self.conn.execute(sql, params or None, binary=binary)
             return cur.fetchall() if cur.description is not None else []
         except self._psycopg.Error as exc:
             raise wrap(exc, self.url, "querying") from exc
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        # Binary results: entry bytes and hashes arrive as they are, not as hex
+        # text to decode (half the client's time reading entries).
+        return self._execute(sql, params, binary=True)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -89,12 +96,25 @@ class PostgresStorage(SQLStorage):
             raise wrap(exc, self.url, "committing") from exc
 
     def _insert(self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+        # Binary COPY: hashes and entry bytes travel as they are, not as hex
+        # text the server must decode (half the server's work for entries).
+        types = [self._column_type(table, c) for c in columns]
+        sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
         try:
-            with self.conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            with self.conn.cursor().copy(sql) as copy:
+                copy.set_types(types)
                 for row in rows:
                     copy.write_row(row)
         except self._psycopg.Error as exc:
             raise wrap(exc, self.url, f"inserting into {table}") from exc
+
+    @staticmethod
+    def _column_type(table: str, column: str) -> str:
+        if table in ("entries", "nodes") and column in ("data", "leaf_hash", "hash"):
+            return "bytea"
+        if column in INTEGER_COLUMNS or (table, column) == ("nodes", "id"):
+            return "int8"
+        return "text"
 
     def append(self, entries: Sequence[PreparedEntry]) -> AppendResult:
         result = super().append(entries)
@@ -111,6 +131,7 @@ class PostgresStorage(SQLStorage):
             self._execute(f"ANALYZE {table}")
 
     def maintain(self) -> None:
+        self._rebuild_indexes()
         for table in ("entries", "nodes", *TABLES):
             self._execute(f"VACUUM (ANALYZE) {table}")
 
@@ -129,4 +150,4 @@ class PostgresStorage(SQLStorage):
 
     def _in(self, sql: str, values: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
         if values:
-            yield from self._execute(sql.replace("IN ({inl})", "= ANY(%s)"), (list(values),))
+            yield from self._read(sql.replace("IN ({inl})", "= ANY(%s)"), (list(values),))

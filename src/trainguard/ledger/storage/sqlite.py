@@ -110,6 +110,7 @@ class SQLiteStorage(SQLStorage):
             )
 
     def maintain(self) -> None:
+        self._rebuild_indexes()
         self._execute("ANALYZE")
         self._execute("PRAGMA optimize")
 
