@@ -40,6 +40,11 @@ def test_demo_blast_radius_is_the_poisoned_checkpoints_descendants(
     assert sorted(affected) == ["ft-chat-1", "ft-chat-2", "ft-code-1"]
     assert affected["ft-chat-2"]["depth"] > affected["ft-chat-1"]["depth"]
     derived = [a for a in blast["affected_artifacts"] if a["depth"] > 0]
+    assert sorted(Path(a["name"]).name for a in derived) == [
+        "ft-chat-1.pt",
+        "ft-chat-2.pt",
+        "ft-code-1.pt",
+    ]
     assert sorted(r for a in derived for r in a["produced_by"]) == [
         "ft-chat-1",
         "ft-chat-2",

@@ -276,3 +276,11 @@ def test_lineage_of_the_poisoned_checkpoint(ledger: Ledger) -> None:
     assert lineage(ledger, "eval-a", down=False).nodes.keys() >= {A1, "ft-a", P1X, "evil", P1}
     with pytest.raises(UsageError):
         lineage(ledger, "no-such-run")
+
+
+def test_affected_artifacts_carry_the_file_name_their_producer_recorded(ledger: Ledger) -> None:
+    # A reader of the report sees which file, not only which digest.
+    result = blast_radius(ledger, Indicator(artifacts=(P1X,)), prices=PRICES)
+    names = {a.digest: a.name for a in result.affected_artifacts}
+    assert names[A1] == "A1"  # produced by ft-a from the sabotaged P1x
+    assert result.to_json()["affected_artifacts"][-1]["name"] is not None

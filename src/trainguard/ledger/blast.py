@@ -20,6 +20,8 @@ the report says so. A deleted or forged index row cannot hide a run.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from collections import defaultdict
 from collections.abc import Mapping
@@ -204,6 +206,7 @@ def blast_radius(
             cited, fetched = _cited(result), None
     search, affected, artifacts, clean, totals = result
     evidence = collect_evidence(ledger, cited, head, fetched)
+    artifacts = _named(artifacts, evidence)
     caveats = _caveats(evidence, affected, totals, index, problems)
     answered = (
         "derived tables (cross-checked with the log)"
@@ -225,6 +228,25 @@ def blast_radius(
         caveats,
         time.perf_counter() - started,
     )
+
+
+def _named(artifacts: list[AffectedArtifact], evidence: Evidence) -> list[AffectedArtifact]:
+    """Artifacts with the file name their cited entries recorded (a produced edge's or a
+    registration's ``name``), so a reader sees which file, not only which digest."""
+    out = []
+    for a in artifacts:
+        name = None
+        for leaf in a.entries:
+            data = evidence.entries.get(leaf)
+            if data is None:
+                continue
+            entry = json.loads(data)
+            if entry.get("digest") == a.digest and isinstance(entry.get("name"), str):
+                name = entry["name"]
+                if entry.get("direction") != "used":
+                    break  # the producer's (or registrar's) name wins over a reader's
+        out.append(dataclasses.replace(a, name=name) if name else a)
+    return out
 
 
 def _caveats(
