@@ -99,6 +99,7 @@ def run(rank: int, world: int, args: argparse.Namespace, out: Any) -> None:
     names = [c.name for c in available_checks()[0]]
     plan = modes(names, args.per_check)
     times: dict[str, list[tuple[float, float]]] = {m: [] for m in plan}
+    blocks: dict[str, list[float]] = {m: [] for m in plan}  # per round: median CPU time
     costs: dict[str, float] = {}
     attributed_steps = 0
     alarms: dict[str, int] = {m: 0 for m in plan}
@@ -125,7 +126,9 @@ def run(rank: int, world: int, args: argparse.Namespace, out: Any) -> None:
             if options is not None:
                 sentinel = trainguard.protect(model, opt, spool_dir=spool, console=False, **options)
             steps(args.warmup, sentinel)  # untimed: includes step 0's environment census
-            times[mode].extend(steps(args.steps, sentinel))
+            block = steps(args.steps, sentinel)
+            times[mode].extend(block)
+            blocks[mode].append(statistics.median(t[1] for t in block))
             if mode == "all":
                 instrument(sentinel, costs)  # a separate, attributed block (not in the medians)
                 steps(args.steps, sentinel)
@@ -137,6 +140,10 @@ def run(rank: int, world: int, args: argparse.Namespace, out: Any) -> None:
     wall = {m: statistics.median(t[0] for t in v) for m, v in times.items()}
     cpu = {m: statistics.median(t[1] for t in v) for m, v in times.items()}
     attribution = {k: v / max(attributed_steps, 1) for k, v in costs.items()}
+    # Rounds pair each mode's block with the "off" block of the same round: a paired ratio
+    # per round cancels load that drifts over minutes, which medians over all rounds do not.
+    paired = [a / o for a, o in zip(blocks["all"], blocks["off"], strict=True)]
+    attribution["(paired ratio)"] = statistics.median(paired)
     out.put((rank, wall, cpu, alarms, n_params, names, attribution))
     if world > 1:
         dist.destroy_process_group()
@@ -177,6 +184,11 @@ def report(
             for name in names:
                 cost = med[name] - core
                 print(f"     {name:<12} {cost * 1e3:+8.3f} ms/step  {100 * cost / off:+6.2f}%")
+    paired = attribution.pop("(paired ratio)")
+    print(
+        f"-- process CPU time, all checks vs none, paired per round (median of {args.reps}): "
+        f"ratio {paired:.4f}  overhead {100 * (paired - 1):+.2f}%"
+    )
     print("-- CPU time inside each check's phases, all checks on (attributed directly):")
     total = 0.0
     for name, cost in sorted(attribution.items(), key=lambda kv: -kv[1]):

@@ -9,7 +9,6 @@ verification or an affected run / unknown provenance, 2 an error.
 from __future__ import annotations
 
 import argparse
-import calendar
 import json
 import sys
 import time
@@ -231,20 +230,9 @@ def _say(text: str) -> None:
 
 def _time(text: str | None, flag: str) -> int | None:
     """ISO 8601 (date, or date-time in UTC) or Unix seconds."""
-    if text is None:
-        return None
-    if text.isdigit():
-        return int(text)
-    for fmt in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%MZ", "%Y-%m-%d"):
-        try:
-            return calendar.timegm(time.strptime(text, fmt))
-        except ValueError:
-            continue
-    raise UsageError(
-        f"cannot read time {text!r}",
-        subject=flag,
-        expected="2024-05-01, 2024-05-01T12:00:00Z or Unix seconds",
-    )
+    from trainguard.ledger._blast_types import parse_time
+
+    return None if text is None else parse_time(text, flag)
 
 
 def _keys(paths: list[str]) -> list[Any]:

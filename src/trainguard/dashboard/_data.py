@@ -7,11 +7,9 @@ stored leaf hash on the way (the verification page checks everything else).
 
 from __future__ import annotations
 
-import calendar
 import json
 import math
 import re
-import time
 from collections import defaultdict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ from trainguard.ledger import (
     blast_radius,
     lineage,
 )
+from trainguard.ledger._blast_types import parse_time
 from trainguard.ledger._canonical import DIGEST_RE, decode
 from trainguard.ledger._merkle import leaf_hash
 from trainguard.ledger.records import Record, record_from_json
@@ -301,19 +300,7 @@ INDICATOR_FIELDS = {
 
 
 def _time(text: str, name: str) -> int:
-    text = text.strip()
-    if text.isdigit():
-        return int(text)
-    for fmt in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d"):
-        try:
-            return calendar.timegm(time.strptime(text, fmt))
-        except ValueError:
-            continue
-    raise UsageError(
-        f"cannot read time {text!r}",
-        subject=name,
-        expected="2024-05-01, 2024-05-01T12:00:00Z or Unix seconds",
-    )
+    return parse_time(text, name)
 
 
 def indicator_from_query(query: Mapping[str, str]) -> Indicator | None:

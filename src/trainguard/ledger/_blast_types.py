@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import json
 import time
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ __all__ = [
     "Reason",
     "RunFacts",
     "iso",
+    "parse_time",
 ]
 
 DEFAULT_PRICES: dict[str, float] = {
@@ -149,6 +151,28 @@ class Indicator:
         if self.window is not None:
             parts.append(f"time window {iso(self.window[0])} .. {iso(self.window[1])}")
         return "; ".join(parts)
+
+
+def parse_time(text: str, name: str) -> int:
+    """An indicator's time: ISO 8601 (a date, or a date-time in UTC) or Unix seconds.
+
+    Raises:
+        UsageError: anything else (``name`` says which option or field it was).
+    """
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    formats = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%MZ", "%Y-%m-%dT%H:%M")
+    for fmt in (*formats, "%Y-%m-%d"):
+        try:
+            return calendar.timegm(time.strptime(text, fmt))
+        except ValueError:
+            continue
+    raise UsageError(
+        f"cannot read time {text!r}",
+        subject=name,
+        expected="2024-05-01, 2024-05-01T12:00:00Z or Unix seconds",
+    )
 
 
 def iso(t: int | None) -> str:
