@@ -299,10 +299,6 @@ INDICATOR_FIELDS = {
 }
 
 
-def _time(text: str, name: str) -> int:
-    return parse_time(text, name)
-
-
 def indicator_from_query(query: Mapping[str, str]) -> Indicator | None:
     """The indicator a blast-radius form asks about; ``None`` when the form is empty.
 
@@ -322,7 +318,7 @@ def indicator_from_query(query: Mapping[str, str]) -> Indicator | None:
     for name in ("since", "until"):
         text = query.get(name, "").strip()
         if text:
-            values[name] = _time(text, name)
+            values[name] = parse_time(text, name)
     if not values:
         return None
     return Indicator(**values)

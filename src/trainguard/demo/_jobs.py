@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from trainguard.drill._train import ModelConfig
+
 if TYPE_CHECKING:
     import torch
 
@@ -35,17 +37,8 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class _ModelConfig:
-    layers: int = 2
-    d: int = 64
-    heads: int = 2
-    ctx: int = 64
-    batch: int = 8
-
-
-#: The demo's tiny GPT: a few seconds of CPU for a few dozen steps.
-MODEL = _ModelConfig()
+#: The demo's tiny GPT is the drills' model: a few seconds of CPU for a few dozen steps.
+MODEL = ModelConfig
 
 
 def build_model() -> torch.nn.Module:

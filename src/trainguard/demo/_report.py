@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from trainguard.ledger._html import _CSS
+from trainguard.ledger._html import _CSS, _card, _e
+from trainguard.ledger._html import _table as _raw_table
 
 if TYPE_CHECKING:
     from trainguard.demo._run import DemoResult
@@ -18,20 +18,9 @@ __all__ = ["render_demo_html"]
 MAX_FINDINGS = 20
 
 
-def _e(value: object) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
 def _table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{_e(cell)}</td>" for cell in row) + "</tr>" for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _card(label: str, value: object, cls: str = "") -> str:
-    return f'<div class="card {cls}"><b>{_e(value)}</b>{_e(label)}</div>'
+    """The blast-radius page's table, every cell escaped here."""
+    return _raw_table(headers, ([_e(cell) for cell in row] for row in rows))
 
 
 def _evidence(evidence: Any) -> str:

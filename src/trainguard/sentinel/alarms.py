@@ -224,9 +224,12 @@ class ConsoleLimiter:
 
 
 class LedgerSink(Protocol):
-    """Where alarms go in the ledger. One method; any failure is the sink's to report."""
+    """Where alarms (and log-step metrics) go in the ledger; any failure is the sink's to
+    report."""
 
     def append_alarm(self, record: Mapping[str, Any]) -> None: ...
+
+    def append_metrics(self, step: int, rank: int, values: Mapping[str, float]) -> None: ...
 
 
 #: Integers a ledger entry may hold (canonical JSON: exact in every JSON reader).

@@ -74,8 +74,9 @@ class AnomalyCheck(Check):
         # Evidence of the first trip since the last read-back: [series, (value, median, scale, step)].
         self.evidence = torch.full((2, 2, 4), float("nan"), dtype=torch.float64, device=dev)
         self.first = torch.full((2, 2), -1.0, dtype=torch.float64, device=dev)
-        # The newest value of each series as measured (NaN included), for telemetry.
-        self.last = torch.full((2,), float("nan"), dtype=torch.float64, device=dev)
+        # The newest value of each series as measured (NaN included), for telemetry: a
+        # reference to the step's own 0-d tensor, so keeping it costs no kernel.
+        self.last: list[torch.Tensor | None] = [None, None]
 
     def _grad_norm(self, state: StepState) -> torch.Tensor | None:
         grads = [g for g in (p.grad for p in self.ctx.params) if g is not None]
@@ -134,8 +135,11 @@ class AnomalyCheck(Check):
             self._judge(state, 1, norm)
 
     def telemetry(self) -> dict[str, float]:
-        values = self.last.tolist()  # host sync: log step
-        return {name: values[i] for i, name in enumerate(_SERIES) if self.count[i]}
+        kept = [(name, t) for name, t in zip(_SERIES, self.last, strict=True) if t is not None]
+        if not kept:
+            return {}
+        values = torch.stack([t for _, t in kept]).tolist()  # host sync: log step
+        return {name: v for (name, _), v in zip(kept, values, strict=True)}
 
     def describe(self, trip: Trip) -> Sequence[Detection]:
         ev, first = (

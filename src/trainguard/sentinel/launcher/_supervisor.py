@@ -157,6 +157,23 @@ class Supervisor:
         if self.options.ledger:
             self._to_ledger(alarm)
 
+    def _emit_own(
+        self, check: str, rule: str, message: str, evidence: dict[str, Any], severity: Severity
+    ) -> None:
+        """An alarm the launcher itself raises (about the job as a whole: rank 0, step 0)."""
+        self.emit(
+            Alarm(
+                check=check,
+                rule=rule,
+                rank=0,
+                host=self.host,
+                step=0,
+                message=message,
+                evidence=evidence,
+                severity=severity,
+            )
+        )
+
     def _to_ledger(self, alarm: Alarm) -> None:
         """Append the alarm as an Alert of this run; a ledger failure never hides it."""
         from trainguard.ledger import Ledger
@@ -179,17 +196,8 @@ class Supervisor:
         for finding in report.sorted_findings():
             if finding.severity < Severity.MEDIUM:
                 continue
-            self.emit(
-                Alarm(
-                    check="scale",
-                    rule=finding.rule,
-                    rank=0,
-                    host=self.host,
-                    step=0,
-                    message=finding.message,
-                    evidence=dict(finding.evidence),
-                    severity=finding.severity,
-                )
+            self._emit_own(
+                "scale", finding.rule, finding.message, dict(finding.evidence), finding.severity
             )
 
     def _environment(self) -> dict[str, str]:
@@ -291,17 +299,12 @@ class Supervisor:
                 if direct_rank:
                     self._record(self.tracker.on_stop(0, info.si_status, "wait status of the rank"))
                 else:
-                    self.emit(
-                        Alarm(
-                            check="kills",
-                            rule=RANK_STOPPED.id,
-                            rank=0,
-                            host=self.host,
-                            step=0,
-                            message=f"the launcher (pid {child.pid}) was stopped by {signal_name(info.si_status)}",
-                            evidence={"pid": child.pid, "signal": info.si_status},
-                            severity=RANK_STOPPED.severity,
-                        )
+                    self._emit_own(
+                        "kills",
+                        RANK_STOPPED.id,
+                        f"the launcher (pid {child.pid}) was stopped by {signal_name(info.si_status)}",
+                        {"pid": child.pid, "signal": info.si_status},
+                        RANK_STOPPED.severity,
                     )
                 continue
             if info.si_code == os.CLD_CONTINUED:
@@ -335,17 +338,12 @@ class Supervisor:
         who = f"pid {pid} (uid {uid}{' ' + sender['user'] if sender.get('user') else ''})"
         if sender.get("cmdline"):
             who += f" `{sender['cmdline'][:120]}`"
-        self.emit(
-            Alarm(
-                check="kills",
-                rule=JOB_SIGNALLED.id,
-                rank=0,
-                host=self.host,
-                step=0,
-                message=f"the job received {signal_name(signo)} from {who}; forwarded to the job",
-                evidence=evidence,
-                severity=JOB_SIGNALLED.severity,
-            )
+        self._emit_own(
+            "kills",
+            JOB_SIGNALLED.id,
+            f"the job received {signal_name(signo)} from {who}; forwarded to the job",
+            evidence,
+            JOB_SIGNALLED.severity,
         )
         if child.returncode is None:
             with contextlib.suppress(ProcessLookupError):
