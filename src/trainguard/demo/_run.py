@@ -35,12 +35,13 @@ __all__ = ["DEMO_DRILLS", "DemoResult", "StepProgress", "StepResult", "run_demo"
 #: Called as each step starts: (index, total, title).
 StepProgress = Callable[[int, int, str], None]
 
-#: The drills the demo runs: one per kind of in-job sabotage of the incident.
+#: The drills the demo runs: in-job sabotage whose detection is deterministic. The random
+#: sleeps drill is statistical (named within 20 steps in its own e2e test, but missed once
+#: in four demo runs on a loaded 2-core machine), so the demo leaves it to `trainguard drill`.
 DEMO_DRILLS: tuple[str, ...] = (
     "signflip-patch",
     "weights-thread",
     "rng-reseed",
-    "sleep-rank",
     "kill-rank",
 )
 
