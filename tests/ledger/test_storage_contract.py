@@ -153,6 +153,34 @@ def test_bulk_append_equals_batched_appends_and_restores_the_indexes(
         plain.close()
 
 
+def test_batch_writer_commits_in_order_and_reraises_a_failed_commit(ledger_url: str) -> None:
+    from trainguard.ledger._ledger import BatchWriter
+
+    records = _records(30)
+    with Ledger.open(ledger_url, create=True) as ledger:
+        with BatchWriter(ledger.storage) as writer:
+            for i in range(0, 30, 7):
+                writer.submit([prepare(r) for r in records[i : i + 7]])
+            result = writer.flush()
+        assert result is not None and result.size == 30
+        assert [e.data for e in ledger.entries(0, 30)] == [prepare(r).data for r in records]
+        assert writer.append_seconds > 0
+        # A commit that fails (an empty batch is refused) surfaces at the next submit
+        # or at the end of the block; nothing after it is committed.
+        with pytest.raises(ValueError, match="nothing to append"), BatchWriter(ledger.storage) as w:
+            w.submit([])
+            w.submit([prepare(records[0])])
+        with pytest.raises(ValueError, match="nothing to append"), BatchWriter(ledger.storage) as w:
+            w.submit([prepare(records[0])])
+            w.submit([])
+        # The batch in flight when the caller fails is still committed (acknowledged
+        # entries are never dropped), and the error is the caller's.
+        with pytest.raises(RuntimeError, match="caller"), BatchWriter(ledger.storage) as w:
+            w.submit([prepare(records[1])])
+            raise RuntimeError("caller")
+        assert ledger.size() == 32
+
+
 def _index_count(url: str) -> int:
     """Query indexes on the derived tables (primary keys aside)."""
     from tests.ledger.test_verify_tamper import raw

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import TracebackType
@@ -24,7 +26,7 @@ from trainguard.ledger.storage import (
     open_storage,
 )
 
-__all__ = ["Entry", "InclusionProof", "Ledger", "TreeHead", "prepare"]
+__all__ = ["BatchWriter", "Entry", "InclusionProof", "Ledger", "TreeHead", "prepare"]
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,61 @@ def prepare(record: Record) -> PreparedEntry:
     return PreparedEntry(record.kind, data, _merkle.leaf_hash(data), tuple(rows_of(obj)))
 
 
+class BatchWriter:
+    """Commits prepared batches in order on one helper thread.
+
+    The caller prepares the next batch (encoding and hashing: Python work)
+    while the previous one is committed: SQLite and the PostgreSQL driver do
+    their part with the GIL released, and the server and the disk work on
+    their own. At most one batch is in flight, so batches commit in order, and
+    :meth:`submit` re-raises a failed commit before taking the next batch. On
+    leaving the ``with`` block the batch in flight is waited for (it is
+    committed, or its error raised).
+    """
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="trainguard-ledger-append")
+        self._inflight: Future[AppendResult] | None = None
+        #: The last committed batch's result.
+        self.result: AppendResult | None = None
+        #: Seconds spent in the storage's append (the part writers serialize on).
+        self.append_seconds = 0.0
+
+    def _append(self, entries: Sequence[PreparedEntry]) -> AppendResult:
+        started = time.perf_counter()
+        try:
+            return self._storage.append(entries)
+        finally:
+            self.append_seconds += time.perf_counter() - started
+
+    def submit(self, entries: Sequence[PreparedEntry]) -> None:
+        """Commit ``entries`` after the batch in flight (raising that one's error)."""
+        self.flush()
+        self._inflight = self._pool.submit(self._append, entries)
+
+    def flush(self) -> AppendResult | None:
+        """Wait for the batch in flight; returns the last result."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            self.result = inflight.result()
+        return self.result
+
+    def __enter__(self) -> BatchWriter:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if et is None:
+                self.flush()
+            elif self._inflight is not None:
+                self._inflight.exception()  # committed or not: never left running
+        finally:
+            self._pool.shutdown(wait=True)
+
+
 class Ledger:
     """A tamper-evident, append-only log of provenance records.
 
@@ -214,17 +271,21 @@ class Ledger:
         return self.storage.deferred_indexes()
 
     def bulk_append(self, records: Iterable[Record], *, batch: int = 20_000) -> AppendResult:
-        """Append many records in atomic batches of ``batch``, indexes rebuilt once at the end."""
-        result: AppendResult | None = None
-        with self.deferred_indexes():
+        """Append many records in atomic batches of ``batch``, indexes rebuilt once at the end.
+
+        Each batch is committed on a helper thread while the next one is
+        prepared (see :class:`BatchWriter`).
+        """
+        with self.deferred_indexes(), BatchWriter(self.storage) as writer:
             pending: list[PreparedEntry] = []
             for record in records:
                 pending.append(prepare(record))
                 if len(pending) >= batch:
-                    result = self.storage.append(pending)
+                    writer.submit(pending)
                     pending = []
             if pending:
-                result = self.storage.append(pending)
+                writer.submit(pending)
+            result = writer.flush()
         if result is None:
             raise UsageError("nothing to append")
         return result

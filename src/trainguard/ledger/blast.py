@@ -20,11 +20,10 @@ the report says so. A deleted or forged index row cannot hide a run.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from trainguard.ledger._blast_search import Search
@@ -49,6 +48,8 @@ from trainguard.ledger._query import (
     read_checked,
 )
 from trainguard.ledger.verify import check_index_counts
+
+_SCANNER: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 __all__ = [
     "DEFAULT_PRICES",
@@ -234,18 +235,25 @@ def _named(artifacts: list[AffectedArtifact], evidence: Evidence) -> list[Affect
     """Artifacts with the file name their cited entries recorded (a produced edge's or a
     registration's ``name``), so a reader sees which file, not only which digest."""
     out = []
+    scan = _SCANNER  # the C scanner: json.loads' checks cost more than these small entries
     for a in artifacts:
         name = None
         for leaf in a.entries:
             data = evidence.entries.get(leaf)
-            if data is None:
+            if data is None or b'"name":' not in data:
                 continue
-            entry = json.loads(data)
+            entry = scan(data.decode("utf-8"), 0)[0]
+            if not isinstance(entry, dict):
+                continue
             if entry.get("digest") == a.digest and isinstance(entry.get("name"), str):
                 name = entry["name"]
                 if entry.get("direction") != "used":
                     break  # the producer's (or registrar's) name wins over a reader's
-        out.append(dataclasses.replace(a, name=name) if name else a)
+        if name:
+            a = AffectedArtifact(
+                a.digest, a.kind, name, a.depth, a.produced_by, a.used_by, a.entries
+            )
+        out.append(a)
     return out
 
 
