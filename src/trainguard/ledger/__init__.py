@@ -38,7 +38,7 @@ Example:
 from __future__ import annotations
 
 from trainguard.ledger._evidence import verify_evidence
-from trainguard.ledger._ledger import Entry, InclusionProof, Ledger, TreeHead
+from trainguard.ledger._ledger import BatchWriter, Entry, InclusionProof, Ledger, TreeHead, prepare
 from trainguard.ledger.blast import BlastRadius, Indicator, PriceTable, blast_radius
 from trainguard.ledger.capture import RunRecorder, digest_file, hooks, load, save
 from trainguard.ledger.lineage import LineageGraph, lineage
@@ -59,6 +59,7 @@ from trainguard.ledger.verify import VerifyResult, verify_ledger
 __all__ = [
     "Alert",
     "Artifact",
+    "BatchWriter",
     "BlastRadius",
     "Edge",
     "Entry",
@@ -84,6 +85,7 @@ __all__ = [
     "hooks",
     "lineage",
     "load",
+    "prepare",
     "save",
     "verify_evidence",
     "verify_ledger",
