@@ -141,6 +141,25 @@ def test_verdict_evidence() -> None:
     assert verdict.lateness_s[BOUNDARIES[1]] > 0 and verdict.cusum >= verdict.threshold
 
 
+def test_peer_stall_inside_the_episode_does_not_hide_the_culprit() -> None:
+    # Rank 0 stalls for five steps (a checkpoint) while rank 1's sleep is building up:
+    # rank 1 is then early by five steps at every boundary once. Its verdict still
+    # names the data wait and the sleep's size (the mean of the episode was negative
+    # everywhere, and locating the boundary raised StopIteration).
+    detector = StragglerDetector(2)
+    verdict = None
+    for step in range(120):
+        late = [b + (0.1 * STEP if step >= 60 and 1 <= k < 3 else 0) for k, b in enumerate(BASE)]
+        peer = [b + (5 * STEP if step == 65 else 0) for b in BASE]
+        out = detector.update(step, [peer, late], STEP)
+        if out:
+            verdict = out[0]
+            break
+    assert verdict is not None and verdict.rank == 1
+    assert verdict.boundary == BOUNDARIES[1]
+    assert verdict.excess_s == pytest.approx(0.1 * STEP, rel=0.2)
+
+
 def test_invalid_parameters_and_world() -> None:
     with pytest.raises(ValueError):
         StragglerParams(calibration=2)

@@ -19,18 +19,27 @@ excess is the sleep; a victim's is zero or negative. Sleeps hidden inside
 backward, between two of the job's own collectives, leave no boundary late and
 are not attributed (documented).
 
-Decision: a one-sided CUSUM per (rank, boundary) on the excess, confirmed by the
-median of the recent excess (a guard against a busy host's rare large scheduling
-spikes), after a calibration window
-learns each rank's baseline (capped, so a sleep present from the first step is
-not learnt as normal) and robust scale (MAD). Per-step inputs are clipped, so a
-single slow step (a checkpoint written by rank 0) cannot trigger on its own,
-while a small persistent sleep or frequent random sleeps accumulate within a few
-steps.
+Decision: a one-sided CUSUM per (rank, boundary) on the excess, confirmed (two
+steps in a row) by the median of the recent excess (a guard against a busy
+host's large scheduling spikes), after a calibration window
+learns each rank's baseline (clamped to ``[0, max_baseline]``, so a sleep present
+from the first step is not learnt as normal) and its noise: a robust scale (MAD)
+and the spread of the clipped excess, which also counts how often a busy host's
+spikes come. Per-step inputs are clipped, so a single slow step (a checkpoint
+written by rank 0) cannot trigger on its own, while a small persistent sleep or
+frequent random sleeps accumulate within a few steps.
+
+The noise is refreshed from the recent steps (a machine gets busier), but not
+from the steps of the current CUSUM episode: the evidence must not raise its own
+bar (a sleep on three steps out of four would inflate the MAD of the recent
+steps within one refresh, and the median guard with it, past the sleep's own
+median excess). Frequent spikes raise the CUSUM's bars through the spread, so
+the median guard can stay low enough for a sleep of 5% of a step on a noisy host.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
 from collections.abc import Sequence
@@ -62,8 +71,10 @@ class StragglerParams:
         clip: largest excess one step may add (at least; ``clip_sigmas`` noise otherwise).
         window: steps kept for evidence and the rolling noise estimate.
         min_excess: the median excess over the last ``guard_window`` steps must reach
-            this (and ``guard_sigmas`` noise) too: a few large scheduling spikes, or a
-            noisy boundary's slow drifts, do not make a straggler.
+            this (and ``guard_sigmas`` noise, more on a boundary noisier than 4% of a
+            step) too: a few large scheduling spikes, or a noisy boundary's slow
+            drifts, do not make a straggler. (How often spikes come is the CUSUM's
+            business: its bars grow with the spread of the clipped excess.)
         cooldown: steps after an alarm before the same rank can alarm again.
     """
 
@@ -73,12 +84,12 @@ class StragglerParams:
     slack: float = 0.01
     slack_sigmas: float = 0.75
     threshold: float = 0.3
-    threshold_sigmas: float = 12.0
+    threshold_sigmas: float = 10.0
     clip: float = 0.1
     clip_sigmas: float = 3.0
     min_sigma: float = 0.002
     min_excess: float = 0.025
-    guard_sigmas: float = 2.5
+    guard_sigmas: float = 1.25
     guard_window: int = 16
     window: int = 64
     cooldown: int = 100
@@ -110,6 +121,25 @@ class StragglerVerdict:
     lateness_s: dict[str, float] = field(default_factory=dict)
 
 
+#: The CUSUM's allowance and threshold are at least this many spreads (the RMS
+#: of the clipped excess, spikes included): a host whose scheduling spikes are
+#: frequent needs more evidence than its MAD says.
+_SPREAD_SLACK = 0.5
+_SPREAD_THRESHOLD = 10.0
+#: Steps between refreshes of the rolling noise (a median per pair per step is too
+#: slow at scale), and the most steps of a current episode kept out of it.
+_REFRESH = 16
+_EPISODE_CAP = 32
+#: Fewest steps a rolling noise estimate is made from.
+_MIN_REFERENCE = 16
+#: Steps in a row the CUSUM and the median guard must agree: a cluster of spikes
+#: that brushes the guard for a step is not a straggler.
+_CONFIRM = 2
+#: The median guard on a very noisy boundary: this many sigmas less the smallest
+#: sleep (a fraction of the step) that a quiet enough boundary must let through.
+_NOISY_GUARD_SIGMAS = 2.5
+_SMALLEST_SLEEP = 0.05
+
 #: From this many ranks on, "the median of the others" is the median of all: one
 #: rank moves it by at most one order statistic, and it is O(world) instead of O(world^2).
 _EXACT_BELOW = 8
@@ -128,6 +158,19 @@ def _peer_medians(values: Sequence[float]) -> list[float]:
     return out
 
 
+def _noise(values: Sequence[float], p: StragglerParams, sigma_floor: float) -> tuple[float, float]:
+    """Robust scale and spread of ``values``.
+
+    The MAD as a standard deviation, and the RMS of the deviations from the median
+    clipped as the CUSUM clips them (so it also counts how often spikes come).
+    """
+    center = statistics.median(values)
+    sigma = _MAD_TO_SIGMA * statistics.median(abs(x - center) for x in values)
+    clip = max(p.clip, p.clip_sigmas * max(sigma, sigma_floor))
+    clipped = [min(abs(x - center), clip) for x in values]
+    return sigma, math.sqrt(statistics.fmean(c * c for c in clipped))
+
+
 @dataclass
 class _Track:
     """CUSUM state of one (rank, boundary) pair."""
@@ -135,10 +178,13 @@ class _Track:
     calib: list[float] = field(default_factory=list)
     baseline: float = 0.0
     sigma: float = 0.0
+    spread: float = 0.0
     cusum: float = 0.0
     rolling_sigma: float = 0.0
+    rolling_spread: float = 0.0
     sigma_age: int = 0
     rising: int = 0  # consecutive steps with cusum > 0: the current episode
+    agreed: int = 0  # consecutive steps over the threshold and past the guard
     recent: deque[float] = field(default_factory=deque)
 
 
@@ -236,31 +282,39 @@ class StragglerDetector:
     def _finish_calibration(self, track: _Track) -> None:
         p = self.params
         center = statistics.median(track.calib)
-        mad = statistics.median(abs(x - center) for x in track.calib)
         # A rank may be a little late by nature (rank 0 logs); more than
         # max_baseline is not learnt, so a sleep present from step 0 still shows.
-        track.baseline = min(center, p.max_baseline)
-        track.sigma = max(_MAD_TO_SIGMA * mad, p.min_sigma)
+        # Nor is earliness: a rank ahead of its peers that comes back on par holds
+        # nobody up, and on a noisy boundary (forward on a busy CPU) the median of
+        # the calibration steps is often a few percent off either way.
+        track.baseline = min(max(center, 0.0), p.max_baseline)
+        sigma, spread = _noise(track.calib, p, p.min_sigma)
+        track.sigma = max(sigma, p.min_sigma)
+        track.spread = spread
         track.calib = []
 
-    def _sigma(self, track: _Track) -> float:
-        # The calibration noise, or the recent noise if the machine got busier;
-        # refreshed every 16 steps (a median per pair per step is too slow at scale).
+    def _noise_now(self, track: _Track) -> tuple[float, float]:
+        """(sigma, spread): the calibration's, or the recent steps' if the machine got busier."""
         if track.sigma_age <= 0:
-            recent = list(track.recent)
-            center = statistics.median(recent)
-            mad = statistics.median(abs(x - center) for x in recent)
-            track.rolling_sigma = _MAD_TO_SIGMA * mad
-            track.sigma_age = 16
+            # Not from the current episode (the steps since the CUSUM last rested at
+            # zero, and this one): those are the evidence. At most _EPISODE_CAP
+            # of them, so a long episode of noise does not freeze the estimate.
+            excluded = min(track.rising + 1, _EPISODE_CAP)
+            reference = list(track.recent)[: len(track.recent) - excluded]
+            if len(reference) >= _MIN_REFERENCE:
+                track.rolling_sigma, track.rolling_spread = _noise(
+                    reference, self.params, track.sigma
+                )
+            track.sigma_age = _REFRESH
         track.sigma_age -= 1
-        return max(track.sigma, track.rolling_sigma)
+        return max(track.sigma, track.rolling_sigma), max(track.spread, track.rolling_spread)
 
     def _cusum_step(self, track: _Track, x: float) -> tuple[float, float] | None:
         """Advance one CUSUM; (threshold, sigma) when it crosses, else ``None``."""
         p = self.params
-        sigma = self._sigma(track)
-        slack = max(p.slack, p.slack_sigmas * sigma)
-        threshold = max(p.threshold, p.threshold_sigmas * sigma)
+        sigma, spread = self._noise_now(track)
+        slack = max(p.slack, p.slack_sigmas * sigma, _SPREAD_SLACK * spread)
+        threshold = max(p.threshold, p.threshold_sigmas * sigma, _SPREAD_THRESHOLD * spread)
         clip = max(p.clip, p.clip_sigmas * sigma)
         x = min(max(x - track.baseline, -clip), clip)
         # Capped at twice the threshold: evidence does not pile up while the
@@ -268,26 +322,39 @@ class StragglerDetector:
         track.cusum = min(max(0.0, track.cusum + x - slack), 2 * threshold)
         track.rising = track.rising + 1 if track.cusum > 0 else 0
         if track.cusum < threshold:
+            track.agreed = 0
             return None
         # Median guard: the rank must be late on most recent steps, not on a few
         # big ones (a busy host's scheduling spikes are rare and large; a sleep
-        # is steady or frequent).
+        # is steady or frequent). A very noisy boundary (the forward on a busy
+        # CPU) also drifts slowly by about its noise: there the guard is 2.5
+        # sigma less the smallest sleep that must still pass it.
+        guard = max(
+            p.min_excess,
+            p.guard_sigmas * sigma,
+            _NOISY_GUARD_SIGMAS * sigma - _SMALLEST_SLEEP,
+        )
         recent = list(track.recent)[-p.guard_window :]
-        if statistics.median(recent) - track.baseline < max(p.min_excess, p.guard_sigmas * sigma):
+        if statistics.median(recent) - track.baseline < guard:
+            track.agreed = 0
             return None
-        return threshold, sigma
+        track.agreed += 1
+        return (threshold, sigma) if track.agreed >= _CONFIRM else None
 
     def _verdict(
         self, rank: int, k: int, step: int, t_step: float, threshold: float, sigma: float
     ) -> StragglerVerdict:
         fired = self._tracks[rank][k]
         # The episode: the steps since the CUSUM last rested at zero (at most 16).
+        # Its median: a peer's stall in it (a checkpoint) must not make the culprit
+        # look early.
         n = max(min(fired.rising, 16), 1)
-        excess = [statistics.fmean(list(t.recent)[-n:]) - t.baseline for t in self._tracks[rank]]
+        excess = [statistics.median(list(t.recent)[-n:]) - t.baseline for t in self._tracks[rank]]
         # Lateness carries over to every boundary until the next collective: the
         # extra time was spent in the segment before the *first* late boundary.
         top = max(excess)
-        where = next(j for j, e in enumerate(excess) if e >= 0.5 * top)
+        # None may be positive (a short episode of mostly early steps): the pair that fired.
+        where = next((j for j, e in enumerate(excess) if e >= 0.5 * top), k)
         track = self._tracks[rank][where]
         return StragglerVerdict(
             rank=rank,
