@@ -87,9 +87,21 @@ def build_hostile_ledger(url: str) -> HostileLedger:
             evidence={
                 "rank": 1,
                 "host": "gpu-002",
+                "check": "weights",
+                "reporter": 1,
                 "tensors": [HOSTILE],
                 "stack": ['File "/opt/evil/hook.py", line 3, in <module>', HOSTILE],
             },
+        ),
+        # Rank 0's relayed copy of rank 1's detection (the page folds it into #1).
+        Alert(
+            "train-a",
+            "sentinel.weights-edited",
+            "critical",
+            "weights edited outside optimizer.step() (detected on rank 1; evidence in its spool)",
+            T0 + 7,
+            step=7,
+            evidence={"rank": 1, "host": "gpu-002", "check": "weights", "reporter": 0, "slot": 2},
         ),
         Alert(
             "train-a",

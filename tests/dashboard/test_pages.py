@@ -88,19 +88,19 @@ def test_runs_list_shows_status_and_alarms(
     hostile_server: DashboardServer, hostile: HostileLedger
 ) -> None:
     page = _page(hostile_server, "/")
-    assert f"{hostile.url} · 29 entries · read-only" in page.visible
+    assert f"{hostile.url} · 30 entries · read-only" in page.visible
     rows = {
         attrs["data-run"]: attrs for tag, attrs in page.tags if tag == "tr" and "data-run" in attrs
     }
     assert list(rows) == ["eval-c", "train-b", "train-a"]  # newest first (ties: latest entry)
     text = page.visible
-    assert "train-a failed 2 alarms · worst critical ana gpu-001, gpu-002 2 × H100" in text
+    assert "train-a failed 3 alarms · worst critical ana gpu-001, gpu-002 2 × H100" in text
     assert "train-b ended none bob gpu-003 8 × H100" in text
     assert "16.000" in text  # train-b: 8 accelerators x 2 h
     data = _json(hostile_server, "/api/runs")
     by_id = {r["run_id"]: r for r in data["runs"]}
-    assert by_id["train-a"]["alarms"] == 2
-    assert by_id["train-a"]["alarm_severities"] == {"critical": 1, "medium": 1}
+    assert by_id["train-a"]["alarms"] == 3  # records: rank 0's relayed copy included
+    assert by_id["train-a"]["alarm_severities"] == {"critical": 2, "medium": 1}
     assert by_id["train-a"]["status"] == "failed"
     assert by_id["eval-c"]["alarms"] == 0
 
@@ -111,9 +111,13 @@ def test_run_page_has_facts_alarms_with_evidence_and_artifacts(
     page = _page(hostile_server, "/run?id=train-a")
     text = page.visible
     assert "Run train-a failed" in text
-    assert "Alarms (2)" in text
+    assert "Alarms (3)" in text
     assert "#1 critical sentinel.weights-edited step 7 rank 1 host gpu-002" in text
+    # Rank 0's relayed copy is folded into #1, not shown as a third alarm.
+    assert "Also recorded, relayed, by rank 0." in text
+    assert "1 of these are copies relayed by other ranks" in text
     assert "#2 medium ledger.unknown-provenance" in text
+    assert "#3 " not in text
     ids = {attrs.get("id") for _, attrs in page.tags}
     assert {
         "alarm-1",
@@ -330,8 +334,8 @@ def test_a_postgres_ledger_through_a_role_that_can_only_read() -> None:
         )
         with serving(config) as server:
             assert server.app.verifier.wait(60)
-            assert "train-a failed 2 alarms" in _page(server, "/").visible
-            assert "Alarms (2)" in _page(server, "/run?id=train-a").visible
+            assert "train-a failed 3 alarms" in _page(server, "/").visible
+            assert "Alarms (3)" in _page(server, "/run?id=train-a").visible
             report = _json(server, f"/api/blast?artifact={built.ckpt_a}")
             assert report["totals"]["affected_gpu_hours"] == 16.0
             assert "Verified OK" in _page(server, "/verify").visible
@@ -339,3 +343,23 @@ def test_a_postgres_ledger_through_a_role_that_can_only_read() -> None:
         drop_schema(schema)
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
             conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_a_relayed_copy_without_its_original_is_shown() -> None:
+    # The detecting rank died before writing its own record: the copy is the only one.
+    from trainguard.dashboard._data import fold_relayed
+    from trainguard.ledger import Alert
+
+    def alert(step: int, rank: int, reporter: int, check: str = "stragglers") -> Alert:
+        evidence = {"rank": rank, "reporter": reporter, "check": check}
+        return Alert("r", f"sentinel.{check}", "high", "m", 1, step=step, evidence=evidence)
+
+    alerts = [
+        (10, alert(5, 1, 0)),  # rank 1's detection, relayed by rank 0; rank 1 never wrote it
+        (11, alert(9, 2, 2)),  # rank 2's own detection
+        (12, alert(9, 2, 0)),  # relayed by rank 0
+        (13, alert(9, 2, 1)),  # relayed by rank 1
+        (14, alert(9, 2, 0, check="replicas")),  # another check: not a copy of rank 2's
+    ]
+    shown = fold_relayed(alerts)
+    assert [(leaf, by) for leaf, _a, by in shown] == [(10, ()), (11, (0, 1)), (14, ())]

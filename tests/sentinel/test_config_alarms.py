@@ -139,3 +139,4 @@ def test_alarm_evidence_is_made_fit_for_the_ledger() -> None:
     assert alert.evidence["scores"] == {"tok.weight": "2.0", "x": "nan"}
     assert alert.evidence["big"] == str(2**70) and alert.evidence["\\xe9"] == [1, "2.5"]
     assert alert.evidence["rank"] == 1 and alert.step == 3
+    assert alert.evidence["reporter"] == 1

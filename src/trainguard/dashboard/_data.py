@@ -192,6 +192,8 @@ class AlertView:
     alert: Alert
     #: (key, text, is a block: multi-line or long, is a content digest)
     evidence: list[tuple[str, str, bool, bool]]
+    #: Ranks that recorded a relayed copy of this detection.
+    relayed_by: tuple[int, ...] = ()
 
     @property
     def rank(self) -> Any:
@@ -200,6 +202,41 @@ class AlertView:
     @property
     def host(self) -> Any:
         return self.alert.evidence.get("host")
+
+
+def _relayed(alert: Alert) -> bool:
+    reporter, rank = alert.evidence.get("reporter"), alert.evidence.get("rank")
+    return reporter is not None and rank is not None and reporter != rank
+
+
+def fold_relayed(alerts: list[tuple[int, Alert]]) -> list[tuple[int, Alert, tuple[int, ...]]]:
+    """The alarms to show, in entry order, each with the ranks that relayed it.
+
+    In a distributed job a rank that did not see a peer's detection itself
+    records a relayed copy (``reporter`` != ``rank`` in its evidence). A copy
+    is folded into the detecting rank's own record of the same check and rank
+    (the nearest by step); a copy with no such record (the detecting rank died
+    before writing it) is shown as it is: it is then the only record.
+    """
+    shown: list[tuple[int, Alert, list[int]]] = []
+    own: dict[tuple[Any, Any], list[int]] = defaultdict(list)
+    copies = []
+    for leaf, alert in alerts:
+        if _relayed(alert):
+            copies.append((leaf, alert))
+            continue
+        own[(alert.evidence.get("check"), alert.evidence.get("rank"))].append(len(shown))
+        shown.append((leaf, alert, []))
+    for leaf, alert in copies:
+        targets = own.get((alert.evidence.get("check"), alert.evidence.get("rank")))
+        if not targets:
+            shown.append((leaf, alert, []))
+            continue
+        step = alert.step or 0
+        nearest = min(targets, key=lambda i: abs((shown[i][1].step or 0) - step))
+        shown[nearest][2].append(int(alert.evidence["reporter"]))
+    shown.sort(key=lambda item: item[0])
+    return [(leaf, alert, tuple(sorted(set(by)))) for leaf, alert, by in shown]
 
 
 def _evidence_text(value: Any) -> str:
@@ -229,6 +266,8 @@ class RunDetail:
     ended_at: int | None
     alerts: list[AlertView] = field(default_factory=list)
     alerts_total: int = 0
+    #: Relayed copies folded into the alarms they repeat.
+    relayed_copies: int = 0
     edges: list[tuple[int, Edge]] = field(default_factory=list)
     metric_entries: int = 0
 
@@ -250,10 +289,12 @@ def run_detail(ledger: Ledger, run_id: str) -> RunDetail | None:
     alert_leaves = sorted(int(r[0]) for r in events if r[1] == "alert")
     detail.alerts_total = len(alert_leaves)
     detail.metric_entries = sum(1 for r in events if r[1] == "metrics")
-    alerts = read_records(ledger, alert_leaves[:MAX_ALERTS_SHOWN])
-    for number, (a_leaf, record) in enumerate(sorted(alerts.items()), start=1):
-        if isinstance(record, Alert):
-            detail.alerts.append(AlertView(number, a_leaf, record, _evidence(record.evidence)))
+    records = read_records(ledger, alert_leaves[:MAX_ALERTS_SHOWN])
+    alerts = [(a_leaf, r) for a_leaf, r in sorted(records.items()) if isinstance(r, Alert)]
+    for number, (a_leaf, record, by) in enumerate(fold_relayed(alerts), start=1):
+        view = AlertView(number, a_leaf, record, _evidence(record.evidence), by)
+        detail.alerts.append(view)
+        detail.relayed_copies += len(by)
     edge_rows = ledger.storage.select("edges", "run_id", [run_id])
     edges = read_records(ledger, [int(r[0]) for r in edge_rows])
     detail.edges = [(e_leaf, e) for e_leaf, e in sorted(edges.items()) if isinstance(e, Edge)]

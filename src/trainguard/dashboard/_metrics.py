@@ -15,7 +15,7 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from trainguard.dashboard._data import read_records
+from trainguard.dashboard._data import fold_relayed, read_records
 from trainguard.ledger import Alert, Ledger, StepMetrics
 
 __all__ = ["CHARTS", "MAX_POINTS", "MAX_RANK_LINES", "run_metrics"]
@@ -124,7 +124,8 @@ def run_metrics(ledger: Ledger, run_id: str) -> dict[str, Any]:
             "severity": a.severity,
             "message": a.message,
         }
-        for number, (leaf, a) in enumerate(alerts, start=1)
+        # Numbered as the run page numbers them: relayed copies folded in.
+        for number, (leaf, a, _by) in enumerate(fold_relayed(alerts), start=1)
     ]
     charts: dict[str, Any] = {}
     for name, (title, unit) in CHARTS.items():

@@ -266,7 +266,12 @@ def alert_of(run_id: str, record: Mapping[str, Any]) -> Any:
 
     evidence = dict(record.get("evidence") or {})
     evidence.update(
-        check=record["check"], rank=record["rank"], host=record["host"], action=record["action"]
+        check=record["check"],
+        rank=record["rank"],
+        host=record["host"],
+        action=record["action"],
+        # Who wrote it: a rank relaying a peer's detection names the peer in ``rank``.
+        reporter=record.get("reporter", record["rank"]),
     )
     return Alert(
         run_id=run_id,
