@@ -69,6 +69,11 @@ def _cost(facts: RunFacts, prices: PriceTable) -> float | None:
     return None if price is None else price * facts.gpu_hours
 
 
+#: An affected artifact before its file name is known:
+#: ``(digest, kind, depth, producers, used_by, entries)``.
+_Pending = tuple[str, "str | None", int, tuple[str, ...], int, tuple[int, ...]]
+
+
 def _compute(
     index: Index,
     indicator: Indicator,
@@ -76,7 +81,7 @@ def _compute(
     prices: PriceTable,
     max_clean: int,
     max_depth: int | None,
-) -> tuple[Search, list[AffectedRun], list[AffectedArtifact], list[CleanRun], dict[str, Any]]:
+) -> tuple[Search, list[AffectedRun], list[_Pending], list[CleanRun], dict[str, Any]]:
     search = Search(index, indicator, as_of, max_depth)
     search.seeds()
     search.closure()
@@ -93,12 +98,12 @@ def _compute(
         for reason in run.reasons:
             if reason.via:
                 used_by[reason.via] += 1
-    artifacts = sorted(
+    # Built as AffectedArtifact once their file names are known (after the evidence is read).
+    artifacts: list[_Pending] = sorted(
         (
-            AffectedArtifact(
+            (
                 digest,
                 info.get("kind"),
-                None,
                 info["depth"],
                 tuple(dict.fromkeys(info["producers"])),
                 used_by.get(digest, 0),
@@ -106,7 +111,7 @@ def _compute(
             )
             for digest, info in search.artifacts.items()
         ),
-        key=lambda a: (a.depth, a.digest),
+        key=lambda a: (a[2], a[0]),
     )
     clean = search.clean_runs(facts, max_clean)
     totals = _totals(index.run_totals(as_of), affected, prices)
@@ -146,7 +151,7 @@ def _totals(
 
 
 def _cited(
-    result: tuple[Search, list[AffectedRun], list[AffectedArtifact], list[CleanRun], Any],
+    result: tuple[Search, list[AffectedRun], list[_Pending], list[CleanRun], Any],
 ) -> set[int]:
     """Every entry a claim of the answer rests on."""
     search, affected, artifacts, clean, _ = result
@@ -155,7 +160,7 @@ def _cited(
         cited.update(e for r in a.reasons for e in r.entries)
         cited.update(e for e in (a.facts.entry, *a.facts.end_entries) if e is not None)
     for art in artifacts:
-        cited.update(art.entries)
+        cited.update(art[5])
     for c in clean:
         cited.update(c.entries)
     for s in search.sources:
@@ -205,9 +210,9 @@ def blast_radius(
             index = LogIndex(ledger.storage, size)
             result = _compute(index, indicator, as_of, prices, max_clean, max_depth)
             cited, fetched = _cited(result), None
-    search, affected, artifacts, clean, totals = result
+    search, affected, pending, clean, totals = result
     evidence = collect_evidence(ledger, cited, head, fetched)
-    artifacts = _named(artifacts, evidence)
+    artifacts = _named(pending, evidence)
     caveats = _caveats(evidence, affected, totals, index, problems)
     answered = (
         "derived tables (cross-checked with the log)"
@@ -231,29 +236,27 @@ def blast_radius(
     )
 
 
-def _named(artifacts: list[AffectedArtifact], evidence: Evidence) -> list[AffectedArtifact]:
-    """Artifacts with the file name their cited entries recorded (a produced edge's or a
-    registration's ``name``), so a reader sees which file, not only which digest."""
+def _named(artifacts: list[_Pending], evidence: Evidence) -> list[AffectedArtifact]:
+    """The affected artifacts, each with the file name its cited entries recorded (a
+    produced edge's or a registration's ``name``), so a reader sees which file, not only
+    which digest."""
     out = []
     scan = _SCANNER  # the C scanner: json.loads' checks cost more than these small entries
-    for a in artifacts:
+    entries = evidence.entries
+    for digest, kind, depth, producers, used_by, leaves in artifacts:
         name = None
-        for leaf in a.entries:
-            data = evidence.entries.get(leaf)
+        for leaf in leaves:
+            data = entries.get(leaf)
             if data is None or b'"name":' not in data:
                 continue
             entry = scan(data.decode("utf-8"), 0)[0]
             if not isinstance(entry, dict):
                 continue
-            if entry.get("digest") == a.digest and isinstance(entry.get("name"), str):
+            if entry.get("digest") == digest and isinstance(entry.get("name"), str):
                 name = entry["name"]
                 if entry.get("direction") != "used":
                     break  # the producer's (or registrar's) name wins over a reader's
-        if name:
-            a = AffectedArtifact(
-                a.digest, a.kind, name, a.depth, a.produced_by, a.used_by, a.entries
-            )
-        out.append(a)
+        out.append(AffectedArtifact(digest, kind, name, depth, producers, used_by, leaves))
     return out
 
 
