@@ -146,9 +146,11 @@ def _node_problems(computed: dict[int, bytes], stored: dict[int, bytes]) -> list
 
 
 @contextmanager
-def _no_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector: a chunk allocates ~10 tuples per entry and no
-    cycles, and collections triggered by them cost more than a tenth of the time."""
+def _accounted(chunk: _Chunk) -> Iterator[None]:
+    """Charge the block's CPU time to ``chunk`` and pause the cyclic garbage collector:
+    a chunk allocates ~10 tuples per entry and no cycles, and collections triggered by
+    them cost more than a tenth of the time."""
+    started = time.process_time()
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -156,6 +158,7 @@ def _no_gc() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+        chunk.cpu = time.process_time() - started
 
 
 def _verify_chunk(
@@ -168,23 +171,21 @@ def _verify_chunk(
     node_level: int,
 ) -> _Chunk:
     """Verify leaves ``[lo, hi)``: an aligned perfect subtree, or the log's last partial one."""
-    started = time.process_time()
-    with _no_gc():
-        chunk = _verify_chunk_body(store, lo, hi, sizes, derived, chunk_level, node_level)
-    chunk.cpu = time.process_time() - started
+    chunk = _Chunk(lo, hi)
+    with _accounted(chunk):
+        _check_chunk(store, chunk, sizes, derived, chunk_level, node_level)
     return chunk
 
 
-def _verify_chunk_body(
+def _check_chunk(
     store: Storage,
-    lo: int,
-    hi: int,
+    chunk: _Chunk,
     sizes: Sequence[int],
     derived: bool,
     chunk_level: int,
     node_level: int,
-) -> _Chunk:
-    chunk = _Chunk(lo, hi)
+) -> None:
+    lo, hi = chunk.lo, chunk.hi
     problems = chunk.problems
     rows = store.entries(lo, hi)
     n = hi - lo
@@ -193,14 +194,14 @@ def _verify_chunk_body(
     indexes = [r[0] for r in rows]
     if indexes != list(range(lo, hi)):
         problems.append(_locate_gap(indexes, lo, hi))
-        return chunk
+        return
     sha256 = hashlib.sha256
     try:
         leaves = [sha256(b"\x00" + r[2]).digest() for r in rows]
     except TypeError:  # a data column that is not binary
         bad = [r[0] for r in rows if not isinstance(r[2], bytes)]
         problems.append(f"entries {bad[:5]} hold data that is not bytes (edited)")
-        return chunk
+        return
     if leaves != [r[3] for r in rows]:
         for (index, _k, _d, stored), h in zip(rows, leaves, strict=True):
             if h != stored:
@@ -227,7 +228,6 @@ def _verify_chunk_body(
         problems.extend(_node_problems(computed, stored_nodes))
     if derived:
         _check_derived(store, chunk, rows)
-    return chunk
 
 
 def _check_derived(

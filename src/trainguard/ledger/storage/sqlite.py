@@ -54,6 +54,7 @@ class SQLiteStorage(SQLStorage):
                     self.path,
                     timeout=BUSY_TIMEOUT_MS / 1000,
                     isolation_level=None,
+                    # BatchWriter commits from its helper thread; one user at a time.
                     check_same_thread=False,
                 )
                 conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
