@@ -13,7 +13,7 @@ venv: $(STAMP)
 # An editable install compiles nothing: compileall writes trainguard's bytecode, or
 # every command would compile it at start-up (and, under PYTHONDONTWRITEBYTECODE,
 # never write it back).
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py src/trainguard/ledger/_speedups.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0

@@ -38,8 +38,9 @@ def test_fast_path_agrees_with_the_parser(entry: dict[str, object], ascii_only: 
     parsed = json.loads(text)
     assert parsed["kind"] == "edge" and "extra" not in parsed
     ((table, values),) = rows_of(parsed)
-    artifact_kind, digest, direction, run_id = match.groups()
+    artifact_kind, digest, direction, name, run_id = match.groups()
     assert (table, values) == ("edges", (run_id, direction, digest, artifact_kind))
+    assert name == parsed.get("name")
 
 
 def test_fast_path_takes_plain_edges_and_declines_odd_ones() -> None:

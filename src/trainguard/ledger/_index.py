@@ -85,7 +85,8 @@ _STR = r'"([^"\\\x00-\x1f]*)"'
 _INT = r"-?(?:0|[1-9][0-9]*)"
 #: The common shape of an edge entry (the bulk of a log), matched without building
 #: a dict. Only texts the full parser reads as exactly these keys match, so the
-#: groups ``(artifact_kind, digest, direction, run_id)`` give the row that
+#: groups ``(artifact_kind, digest, direction, name, run_id)`` are the values it
+#: would read (``name`` is ``None`` when absent) and give the row that
 #: :func:`rows_of` would; any other text (extra keys, escapes, another kind)
 #: takes the full path.
 EDGE_FAST = re.compile(
@@ -97,7 +98,9 @@ EDGE_FAST = re.compile(
     + _STR
     + r',"direction":'
     + _STR
-    + r',"kind":"edge"(?:,"name":"[^"\\\x00-\x1f]*")?'
+    + r',"kind":"edge"(?:,"name":'
+    + _STR
+    + r")?"
     + r',"run_id":'
     + _STR
     + r'(?:,"size":'

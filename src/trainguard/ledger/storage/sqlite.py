@@ -25,6 +25,11 @@ __all__ = ["SQLiteStorage"]
 BUSY_TIMEOUT_MS = 120_000
 #: Page cache per connection (KiB).
 CACHE_KIB = 128 * 1024
+#: Pages are read through a memory map up to this size (SQLite caps it at its
+#: compile-time limit, 2 GiB by default): no read() call and copy per page, a
+#: third of the time verification spends reading entries. A file truncated
+#: under a reader makes that reader fail (SIGBUS), never pass.
+MMAP_BYTES = 1 << 40
 
 
 class SQLiteStorage(SQLStorage):
@@ -62,6 +67,7 @@ class SQLiteStorage(SQLStorage):
                 conn.execute(f"PRAGMA synchronous = {self.url.synchronous.upper()}")
                 # Index inserts land at random pages of big tables: keep them cached.
                 conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+                conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
             except sqlite3.Error as exc:
                 raise wrap(exc, self.url, "opening the database") from exc
             self._conn = conn

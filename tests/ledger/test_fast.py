@@ -1,0 +1,207 @@
+"""The compiled per-entry work (``_speedups``) computes exactly what its Python twin does."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trainguard.ledger import _fast, _merkle
+
+try:
+    from trainguard.ledger import _speedups
+except ImportError:  # not built here: the Python functions are the only ones
+    _speedups = None  # type: ignore[assignment]
+
+compiled = pytest.mark.skipif(_speedups is None, reason="the C extension is not built here")
+
+PLAIN = (
+    b'{"artifact_kind":"checkpoint","at":5,"digest":"sha256:00","direction":"used",'
+    b'"kind":"edge","name":"a.pt","run_id":"r1","size":3,"v":1}'
+)
+
+
+def test_extension_is_built_where_it_can_be() -> None:
+    # A machine with a C compiler and OpenSSL's headers builds it; a silent build
+    # failure would quietly make verification several times slower.
+    if not (shutil.which("cc") and Path("/usr/include/openssl/sha.h").exists()):
+        pytest.skip("no C compiler or OpenSSL headers here")
+    if os.environ.get("TRAINGUARD_PURE_PYTHON", "") not in ("", "0"):
+        pytest.skip("pure Python forced (TRAINGUARD_PURE_PYTHON)")
+    assert _fast.COMPILED and _speedups is not None
+
+
+def test_pure_python_can_be_forced() -> None:
+    code = "from trainguard.ledger import _fast; print(_fast.COMPILED)"
+    env = {**os.environ, "TRAINGUARD_PURE_PYTHON": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_python_edge_rows_take_plain_edges_and_pass_on_the_rest() -> None:
+    rows: list[tuple[Any, ...]] = [
+        (0, "edge", PLAIN, b""),
+        (1, "run", PLAIN, b""),  # kind column disagrees: the full path reports it
+        (2, "edge", PLAIN.replace(b'"r1"', b'"r\\u0031"'), b""),  # an escape
+        (3, "edge", PLAIN.decode(), b""),  # text, not bytes
+        (4, "edge", PLAIN.replace(b"a.pt", b"a\xff.pt"), b""),  # not UTF-8
+    ]
+    edges, others = _fast.py_edge_rows(rows)
+    assert edges == [(0, "r1", "used", "sha256:00", "checkpoint")]
+    assert others == [1, 2, 3, 4]
+
+
+# -- the C functions against the Python ones ------------------------------------------
+
+_text = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=10)
+_small = st.text(st.sampled_from('ab"\\\x00\x1f\x7fé€😀'), max_size=4)
+_int = st.integers(-(2**70), 2**70)
+
+
+@st.composite
+def _entry_bytes(draw: st.DrawFn) -> bytes:
+    entry = draw(
+        st.fixed_dictionaries(
+            {
+                "artifact_kind": st.one_of(_text, _small, st.sampled_from(["checkpoint", "env"])),
+                "at": _int,
+                "digest": st.one_of(_text, _small),
+                "direction": st.one_of(st.sampled_from(["used", "produced"]), _small),
+                "kind": st.sampled_from(["edge", "edge", "artifact"]),
+                "run_id": st.one_of(_text, _small),
+                "v": _int,
+            },
+            optional={"name": _text, "size": _int, "extra": _small},
+        )
+    )
+    text = json.dumps(
+        entry, sort_keys=True, separators=(",", ":"), ensure_ascii=draw(st.booleans())
+    )
+    data = text.encode("utf-8", "surrogatepass")
+    # Damage it: a flipped, cut or inserted byte, as a tampered row would hold.
+    if draw(st.booleans()) and data:
+        at = draw(st.integers(0, len(data) - 1))
+        op = draw(st.sampled_from(["flip", "cut", "insert"]))
+        byte = draw(st.integers(0, 255))
+        if op == "flip":
+            data = data[:at] + bytes([data[at] ^ (1 << (byte % 8))]) + data[at + 1 :]
+        elif op == "cut":
+            data = data[:at]
+        else:
+            data = data[:at] + bytes([byte]) + data[at:]
+    return data
+
+
+_row = st.tuples(
+    st.integers(0, 2**40),
+    st.sampled_from(["edge", "edge", "edge", "run", "éedge"]),
+    st.one_of(_entry_bytes(), _entry_bytes(), st.just(PLAIN), st.just("text"), st.none()),
+    st.just(b""),
+)
+
+
+@compiled
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(_row, max_size=8))
+def test_edge_rows_agree(rows: list[tuple[Any, ...]]) -> None:
+    assert _speedups.edge_rows(rows) == _fast.py_edge_rows(rows)
+
+
+@compiled
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.one_of(_entry_bytes(), st.just(PLAIN), st.just("text"), st.none()), max_size=8))
+def test_edge_fields_agree(datas: list[Any]) -> None:
+    assert _speedups.edge_fields(datas) == _fast.py_edge_fields(datas)
+
+
+def test_edge_fields_read_the_name() -> None:
+    without = PLAIN.replace(b',"name":"a.pt"', b"")
+    for fields in (_fast.edge_fields, _fast.py_edge_fields):
+        got = fields([PLAIN, without, b"{}", "x"])  # type: ignore[list-item]
+        assert got == [
+            ("checkpoint", "sha256:00", "used", "a.pt", "r1"),
+            ("checkpoint", "sha256:00", "used", None, "r1"),
+            None,
+            None,
+        ]
+
+
+@compiled
+def test_edge_rows_agree_on_every_prefix_and_single_byte_change() -> None:
+    rows = [(i, "edge", PLAIN[:i], b"") for i in range(len(PLAIN) + 1)]
+    rows += [
+        (i * 256 + b, "edge", PLAIN[:i] + bytes([b]) + PLAIN[i + 1 :], b"")
+        for i in range(len(PLAIN))
+        for b in range(256)
+    ]
+    c_edges, c_others = _speedups.edge_rows(rows)
+    assert (c_edges, c_others) == _fast.py_edge_rows(rows)
+    datas = [r[2] for r in rows]
+    assert _speedups.edge_fields(datas) == _fast.py_edge_fields(datas)
+    assert len(c_edges) > len(PLAIN)  # many one-byte changes are still canonical edges
+
+
+@compiled
+def test_edge_rows_memo_never_leaks_between_values() -> None:
+    # The artifact kind and direction reuse the previous str object when the
+    # bytes repeat: values of other lengths, and non-ASCII ones, must not match it.
+    kinds = ["checkpoint", "checkpoinT", "check", "checkpointX", "chéckpoint", "checkpoint", ""]
+    rows = [
+        (i, "edge", PLAIN.replace(b'"checkpoint"', json.dumps(k).encode()), b"")
+        for i, k in enumerate(kinds)
+    ]
+    rows = [(r[0], r[1], r[2].replace(b"\\u00e9", "é".encode()), r[3]) for r in rows]
+    edges, others = _speedups.edge_rows(rows)
+    assert others == []
+    assert [e[4] for e in edges] == kinds
+
+
+@compiled
+def test_edge_rows_rejects_what_is_not_a_list() -> None:
+    with pytest.raises(TypeError):
+        _speedups.edge_rows(tuple())  # type: ignore[arg-type]
+
+
+@compiled
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=300), max_size=40))
+def test_hashes_agree(datas: list[bytes]) -> None:
+    leaves = _speedups.leaf_hashes(datas)
+    assert leaves == _fast.py_leaf_hashes(datas) == [_merkle.leaf_hash(d) for d in datas]
+    assert _speedups.perfect_levels(leaves) == _fast.py_perfect_levels(leaves)
+    # Arbitrary lengths (a tampered node row) hash as the Python code hashes them.
+    assert _speedups.perfect_levels(datas) == _fast.py_perfect_levels(datas)
+
+
+@compiled
+def test_hashes_reject_what_is_not_bytes() -> None:
+    with pytest.raises(TypeError):
+        _speedups.leaf_hashes([b"a", "b"])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        _fast.py_leaf_hashes([b"a", "b"])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        _speedups.perfect_levels([b"a", None])  # type: ignore[list-item]
+
+
+def _mth(data: list[bytes]) -> bytes:
+    """RFC 6962 section 2.1, MTH, as written there (n >= 1)."""
+    if len(data) == 1:
+        return _merkle.leaf_hash(data[0])
+    k = 1 << ((len(data) - 1).bit_length() - 1)
+    return _merkle.node_hash(_mth(data[:k]), _mth(data[k:]))
+
+
+def test_perfect_levels_match_the_rfc_definition() -> None:
+    data = [bytes([i]) * i for i in range(16)]
+    levels = _fast.perfect_levels(_fast.leaf_hashes(data))
+    assert [len(level) for level in levels] == [16, 8, 4, 2, 1]
+    assert levels[-1][0] == _mth(data)
+    assert levels[2][3] == _mth(data[12:16])
