@@ -203,6 +203,18 @@ def test_altered_index_row_is_caught_by_the_row_cross_check(
     assert "ft-c" in affected(result) and result.index_problems
 
 
+def test_index_row_with_a_leaf_of_another_type_is_caught(ledger: Ledger, ledger_url: str) -> None:
+    # SQLite keeps any type in a column that is not the rowid: a fractional leaf stays
+    # in range for the row-count check and must still fail the cross-check, not crash it.
+    if not ledger_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL columns are typed")
+    raw(ledger_url, "UPDATE run_hosts SET leaf = leaf + 0.5 WHERE host = 'gpu-003'")
+    result = radius(ledger, hosts=("gpu-003",))
+    assert set(affected(result)) == {"ft-a", "eval-a", "ongoing"}
+    assert "disagreed" in result.answered_from
+    assert any("not an entry index" in p for p in result.index_problems)
+
+
 def test_report_tampering_is_caught_by_the_auditor(ledger: Ledger, key: SigningKey) -> None:
     report = json.loads(json.dumps(radius(ledger, artifacts=(P1X,)).to_json()))
     verify_evidence(report, [key.public_key], require_signed=True)

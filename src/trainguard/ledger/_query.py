@@ -9,16 +9,15 @@ entries) and is the fallback when the derived tables disagree with the log.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from itertools import repeat
 from typing import Any, Protocol
 
 from trainguard.errors import LedgerIntegrityError
-from trainguard.ledger import _canonical, _merkle
-from trainguard.ledger._index import EDGE_FAST, TABLES, rows_of
+from trainguard.ledger import _canonical, _fast, _merkle
+from trainguard.ledger._index import TABLES, rows_of
 from trainguard.ledger.storage import Storage
 
 __all__ = ["Checked", "Index", "LogIndex", "StorageIndex", "cross_check", "read_checked"]
@@ -140,14 +139,18 @@ Checked = dict[int, tuple[bytes, bytes | None]]
 
 def read_checked(storage: Storage, leaves: Collection[int]) -> Checked:
     """Read entries and recompute their leaf hashes once, for every later use."""
-    sha256 = hashlib.sha256
+    rows = storage.entries_at(leaves)
+    hashes: Sequence[bytes | None]
+    try:
+        hashes = _fast.leaf_hashes([r[2] for r in rows])
+    except TypeError:  # SQLite keeps any type in any column: only bytes are entries
+        hashes = [_merkle.leaf_hash(r[2]) if type(r[2]) is bytes else None for r in rows]
     out: Checked = {}
-    for leaf, _kind, data, stored in storage.entries_at(leaves):
-        if type(data) is not bytes:  # SQLite keeps any type in any column
-            out[leaf] = (b"", None)
-            continue
-        h = sha256(b"\x00" + data).digest()
-        out[leaf] = (data, h if h == stored else None)
+    for (leaf, _kind, data, stored), h in zip(rows, hashes, strict=True):
+        if h is not None and h == stored:
+            out[leaf] = (data, h)
+        else:
+            out[leaf] = (data if type(data) is bytes else b"", None)
     return out
 
 
@@ -166,36 +169,35 @@ def cross_check(
     others are read here.
     """
     rows = list(used)
-    leaves = {int(row[0]) for _, row in rows}
+    leaves = {row[0] for _, row in rows}
+    # A leaf column of another type (SQLite keeps any type in any column) is tampering.
+    odd = sorted((repr(v) for v in leaves if type(v) is not int), key=str)
+    problems = [f"index rows name entry {v}, which is not an entry index" for v in odd[:5]]
+    leaves.difference_update(v for v in list(leaves) if type(v) is not int)
     found = dict(entries or {})
     missing = [leaf for leaf in leaves if leaf not in found]
     if missing:
         found.update(read_checked(storage, missing))
-    problems = []
-    for leaf in sorted(leaves):
-        if leaf not in found:
-            problems.append(f"index rows name entry {leaf}, which does not exist")
-        elif found[leaf][1] is None:
-            problems.append(f"entry {leaf} does not match its leaf hash")
-    present = sorted(leaf for leaf in leaves if leaf in found and found[leaf][1] is not None)
-    # Plain edges (most rows used) are read without building a dict and compared
-    # by lookup; every other row is checked against its entry's full parse.
-    edges = {}
-    for leaf in present:
-        try:
-            fast = EDGE_FAST(found[leaf][0].decode("utf-8"))
-        except UnicodeDecodeError:
-            continue
-        if fast is not None:
-            ak, digest, direction, run_id = fast.groups()
-            edges[leaf] = (leaf, run_id, direction, digest, ak)
+    absent = sorted(leaf for leaf in leaves if leaf not in found)
+    problems.extend(f"index rows name entry {leaf}, which does not exist" for leaf in absent)
+    altered = sorted(leaf for leaf in leaves if leaf in found and found[leaf][1] is None)
+    problems.extend(f"entry {leaf} does not match its leaf hash" for leaf in altered)
+    present = [leaf for leaf in leaves if leaf in found and found[leaf][1] is not None]
+    # Plain edges (most rows used) are read in one batch without building a dict, and a
+    # row handed out is accepted when it is exactly one of their rows; every other row
+    # is checked against its entry's full parse. (The kind column is not read here: an
+    # edge entry's text says its kind.)
+    plain, _ = _fast.edge_rows([(leaf, "edge", found[leaf][0]) for leaf in present])
+    genuine = set(plain)
+    edge_leaves = {row[0] for row in plain}
     others: dict[int, list[tuple[str, tuple[Any, ...]]]] = defaultdict(list)
     for table, row in rows:
-        leaf = int(row[0])
-        if leaf in edges:
-            if table != "edges" or edges[leaf] != row:
-                problems.append(f"{table} row for entry {leaf} does not match the entry")
-        elif leaf in found and found[leaf][1] is not None:
+        if table == "edges" and row in genuine:
+            continue
+        leaf = row[0]
+        if leaf in edge_leaves:
+            problems.append(f"{table} row for entry {leaf} does not match the entry")
+        elif type(leaf) is int and leaf in found and found[leaf][1] is not None:
             others[leaf].append((table, row))
     for leaf, claimed in sorted(others.items()):
         try:

@@ -26,6 +26,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from trainguard.ledger import _fast
 from trainguard.ledger._blast_search import Search
 from trainguard.ledger._blast_types import (
     DEFAULT_PRICES,
@@ -38,6 +39,7 @@ from trainguard.ledger._blast_types import (
     RunFacts,
 )
 from trainguard.ledger._evidence import Evidence, collect_evidence
+from trainguard.ledger._fast import gc_paused
 from trainguard.ledger._ledger import Ledger, TreeHead
 from trainguard.ledger._query import (
     Checked,
@@ -190,6 +192,19 @@ def blast_radius(
     Raises:
         LedgerIntegrityError: the log itself (not just an index) is damaged.
     """
+    with gc_paused():  # ~10^5-10^6 rows and tuples for a large answer, no cycles
+        return _blast_radius(ledger, indicator, prices, as_of, max_clean, max_depth, from_log)
+
+
+def _blast_radius(
+    ledger: Ledger,
+    indicator: Indicator,
+    prices: PriceTable | None,
+    as_of: int | None,
+    max_clean: int,
+    max_depth: int | None,
+    from_log: bool,
+) -> BlastRadius:
     started = time.perf_counter()
     prices = prices or PriceTable(DEFAULT_PRICES)
     as_of = int(time.time()) if as_of is None else as_of
@@ -204,7 +219,8 @@ def blast_radius(
     fetched: Checked | None = None
     if isinstance(index, StorageIndex):
         # One read (and one leaf hash per entry) serves the row cross-check and the evidence.
-        fetched = read_checked(ledger.storage, cited | {int(row[0]) for _, row in index.used})
+        leaves = {row[0] for _, row in index.used if type(row[0]) is int}  # others: tampered
+        fetched = read_checked(ledger.storage, cited | leaves)
         problems = cross_check(ledger.storage, index.used, fetched)
         if problems:
             index = LogIndex(ledger.storage, size)
@@ -243,15 +259,23 @@ def _named(artifacts: list[_Pending], evidence: Evidence) -> list[AffectedArtifa
     out = []
     scan = _SCANNER  # the C scanner: json.loads' checks cost more than these small entries
     entries = evidence.entries
+    # Canonical edge entries (nearly all) are read in one batch without a dict each.
+    cited = [leaf for *_, leaves in artifacts for leaf in leaves]
+    fields_of = _fast.edge_fields([entries.get(leaf, b"") for leaf in cited])
+    edges = dict(zip(cited, fields_of, strict=True))
     for digest, kind, depth, producers, used_by, leaves in artifacts:
         name = None
         for leaf in leaves:
-            data = entries.get(leaf)
-            if data is None or b'"name":' not in data:
-                continue
-            entry = scan(data.decode("utf-8"), 0)[0]
-            if not isinstance(entry, dict):
-                continue
+            fields = edges[leaf]
+            if fields is not None:
+                entry = {"digest": fields[1], "direction": fields[2], "name": fields[3]}
+            else:
+                data = entries.get(leaf)
+                if data is None or b'"name":' not in data:
+                    continue
+                entry = scan(data.decode("utf-8"), 0)[0]
+                if not isinstance(entry, dict):
+                    continue
             if entry.get("digest") == digest and isinstance(entry.get("name"), str):
                 name = entry["name"]
                 if entry.get("direction") != "used":
