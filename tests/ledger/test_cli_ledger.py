@@ -10,6 +10,7 @@ import pytest
 from tests.ledger import _factory as f
 from tests.ledger.test_verify_tamper import raw
 from trainguard.cli.main import build_parser, main
+from trainguard.ledger import _fast
 
 VERBS = {
     "maintain",
@@ -114,6 +115,7 @@ def test_end_to_end_with_exit_codes(env: Path, capsys: pytest.CaptureFixture[str
     )
     out = json.loads(capsys.readouterr().out)
     assert out["ok"] and out["size"] == 6 and out["signatures_checked"]
+    assert out["compiled"] is _fast.COMPILED  # says which implementation checked it
 
     digest = f.digest("base")
     code = main(
@@ -196,3 +198,29 @@ def test_bad_time_and_missing_indicator_are_usage_errors(env: Path) -> None:
     main(["ledger", "init"])
     assert main(["ledger", "blast-radius", "--since", "yesterday"]) == 2
     assert main(["ledger", "blast-radius"]) == 2
+
+
+def test_bulk_append_checks_every_line_first(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from trainguard.ledger import Ledger, verify_ledger
+
+    good = _records(env / "r.jsonl").read_text(encoding="utf-8")
+    # A bad last line: nothing is appended, and the error names the line.
+    (env / "bad.jsonl").write_text(good + '{"kind": "edge", "run_id": 5}\n', encoding="utf-8")
+    assert main(["ledger", "append", "--bulk", "bad.jsonl"]) == 2
+    err = capsys.readouterr().err
+    assert "line 7" in err and "nothing was appended" in err
+    assert main(["ledger", "append", "--bulk", "-"]) == 2  # stdin cannot be read twice
+    with Ledger.open(f"sqlite:///{env / 'l.db'}", create=True) as ledger:
+        assert ledger.size() == 0
+    # Good input, batches of 4 over 6 records; blank lines are skipped.
+    (env / "ok.jsonl").write_text(good.replace("\n", "\n\n"), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["ledger", "append", "--bulk", "--batch", "4", "--json", "ok.jsonl"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["first"], out["size"], out["appended"]) == (0, 6, 6)
+    with Ledger.open(f"sqlite:///{env / 'l.db'}") as ledger:
+        result = verify_ledger(ledger, jobs=1)  # indexes rebuilt and consistent
+        assert result.size == 6 and result.derived_rows >= 6
+        assert [e.record.kind for e in ledger.entries(0, 6)] == [
+            json.loads(line)["kind"] for line in good.splitlines()
+        ]

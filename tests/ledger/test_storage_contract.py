@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from tests.ledger import _factory as f
@@ -177,8 +179,12 @@ def test_batch_writer_commits_in_order_and_reraises_a_failed_commit(ledger_url: 
         # entries are never dropped), and the error is the caller's.
         with pytest.raises(RuntimeError, match="caller"), BatchWriter(ledger.storage) as w:
             w.submit([prepare(records[1])])
+            assert not gc.isenabled()  # paused for the import...
             raise RuntimeError("caller")
         assert ledger.size() == 32
+        assert gc.isenabled()  # ...and back on however the block ends
+        with BatchWriter(ledger.storage, pause_gc=False) as w:
+            assert gc.isenabled()
 
 
 def _index_count(url: str) -> int:

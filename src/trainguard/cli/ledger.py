@@ -12,10 +12,12 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from trainguard.cli._output import add_output_options, emit
+from trainguard.cli._progress import Progress
 from trainguard.errors import UsageError
 
 HELP = "tamper-evident provenance of runs and checkpoints: verify, blast radius, lineage"
@@ -189,6 +191,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "append", parents=common, help="append records from JSON (one per line, or a list)"
     )
     p.add_argument("file", metavar="FILE", help="a JSON file, or - for stdin")
+    p.add_argument(
+        "--bulk",
+        action="store_true",
+        help="import a large JSON-lines file: every line is checked first, then appended in"
+        " atomic batches with the query indexes rebuilt once (50k+ entries/s)",
+    )
+    p.add_argument(
+        "--batch", type=int, default=20_000, metavar="N", help="entries per batch with --bulk"
+    )
     _json_flag(p)
     p.set_defaults(func=_append)
 
@@ -347,6 +358,11 @@ def _verify(args: argparse.Namespace) -> int:
     )
     for caveat in result.caveats:
         _say(f"  note: {caveat}")
+    if not result.compiled:
+        _say(
+            "  note: checked in pure Python (trainguard's C extension is not built here;"
+            " with a C compiler and OpenSSL headers, reinstall for ~1.5x the speed)"
+        )
     return 0
 
 
@@ -496,9 +512,87 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+_NOTHING_APPENDED = "nothing was appended: fix the line and run again"
+_CHANGED = (
+    "the file changed after it was checked: the batches before this line were appended"
+    " (see `trainguard ledger head`); append the rest from a fixed file"
+)
+
+
+def _bulk_records(path: str, hint: str = _NOTHING_APPENDED) -> Iterator[tuple[int, Any]]:
+    """``(line number, record)`` of each record in a JSON-lines file, streamed."""
+    from trainguard.ledger.records import record_from_json
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    item = json.loads(line)
+                    if not isinstance(item, dict):
+                        raise UsageError("a record is a JSON object")
+                    yield number, record_from_json({"v": 1, **item})
+                except (json.JSONDecodeError, UsageError) as exc:
+                    message = exc.message if isinstance(exc, UsageError) else f"not JSON: {exc}"
+                    raise UsageError(
+                        f"line {number}: {message}",
+                        subject=path,
+                        hint=hint,
+                    ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}", subject=path) from exc
+
+
+def _append_bulk(args: argparse.Namespace) -> int:
+    if args.file == "-":
+        raise UsageError(
+            "--bulk reads its file twice (every line checked, then appended): give a file",
+            subject="-",
+        )
+    if args.batch < 1:
+        raise UsageError("--batch must be at least 1", subject=str(args.batch))
+    total = sum(1 for _ in _bulk_records(args.file))  # every line checked before any append
+    if not total:
+        raise UsageError("nothing to append", subject=args.file)
+    progress = Progress("appending")
+    started = time.perf_counter()
+
+    def records() -> Iterator[Any]:
+        for index, (_, record) in enumerate(_bulk_records(args.file, _CHANGED)):
+            progress(index, total, Path(args.file))
+            yield record
+
+    with _open(args, create=True) as ledger:
+        before = ledger.size()
+        try:
+            result = ledger.bulk_append(records(), batch=args.batch)
+        finally:
+            progress.done()
+    added = result.size - before
+    seconds = time.perf_counter() - started
+    if args.json:
+        _out(
+            {
+                "first": before,
+                "size": result.size,
+                "root": result.root.hex(),
+                "appended": added,
+                "seconds": round(seconds, 3),
+            }
+        )
+    _say(
+        f"appended {added:,} entries at {before}..{result.size - 1}"
+        f" ({seconds:.1f} s, {added / seconds if seconds else 0:,.0f} entries/s)"
+    )
+    return 0
+
+
 def _append(args: argparse.Namespace) -> int:
     from trainguard.ledger.records import record_from_json
 
+    if args.bulk:
+        return _append_bulk(args)
     text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
     try:
         stripped = text.strip()

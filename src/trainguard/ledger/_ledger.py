@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import time
@@ -15,6 +16,7 @@ from typing import Any
 from trainguard.errors import LedgerIntegrityError, UsageError
 from trainguard.ledger import _canonical, _merkle, _multiproof
 from trainguard.ledger._canonical import MAX_INT
+from trainguard.ledger._fast import gc_paused
 from trainguard.ledger._index import rows_of
 from trainguard.ledger.records import VERSION, Edge, Record, record_from_json
 from trainguard.ledger.signing import SignedTreeHead, SigningKey
@@ -153,10 +155,19 @@ class BatchWriter:
     :meth:`submit` re-raises a failed commit before taking the next batch. On
     leaving the ``with`` block the batch in flight is waited for (it is
     committed, or its error raised).
+
+    Inside the ``with`` block the cyclic garbage collector is paused
+    (``pause_gc``): an import allocates millions of acyclic objects, and the
+    collections they trigger walk every live object, so their cost grows with
+    the process (a quarter of a 2.6M-entry import); cycles made meanwhile are
+    collected after the block.
     """
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, *, pause_gc: bool = True) -> None:
         self._storage = storage
+        self._gc: AbstractContextManager[None] = (
+            gc_paused() if pause_gc else contextlib.nullcontext()
+        )
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="trainguard-ledger-append")
         self._inflight: Future[AppendResult] | None = None
         #: The last committed batch's result.
@@ -184,6 +195,7 @@ class BatchWriter:
         return self.result
 
     def __enter__(self) -> BatchWriter:
+        self._gc.__enter__()
         return self
 
     def __exit__(
@@ -196,6 +208,7 @@ class BatchWriter:
                 self._inflight.exception()  # committed or not: never left running
         finally:
             self._pool.shutdown(wait=True)
+            self._gc.__exit__(None, None, None)
 
 
 class Ledger:

@@ -66,6 +66,7 @@ class VerifyResult:
         seconds: wall time.
         cpu_seconds: CPU time of the chunk work, summed over all processes
             (the database server's own time aside).
+        compiled: the per-entry work ran in the C extension (else pure Python).
     """
 
     size: int
@@ -78,6 +79,7 @@ class VerifyResult:
     jobs: int
     caveats: tuple[str, ...] = ()
     cpu_seconds: float = 0.0
+    compiled: bool = False
 
     @property
     def unsigned_entries(self) -> int:
@@ -96,6 +98,7 @@ class VerifyResult:
             "seconds": round(self.seconds, 3),
             "cpu_seconds": round(self.cpu_seconds, 3),
             "jobs": self.jobs,
+            "compiled": self.compiled,
             "caveats": list(self.caveats),
         }
 
@@ -509,4 +512,5 @@ def verify_ledger(
         jobs=jobs,
         caveats=tuple(caveats),
         cpu_seconds=cpu,
+        compiled=_fast.COMPILED,
     )
