@@ -79,7 +79,12 @@ def py_edge_rows(rows: list[tuple[Any, ...]]) -> tuple[list[EdgeRow], list[int]]
     match = EDGE_FAST
     for i, row in enumerate(rows):
         fast = None
-        if type(row) is tuple and len(row) >= 3 and row[1] == "edge" and type(row[2]) is bytes:
+        if (
+            isinstance(row, tuple)
+            and len(row) >= 3
+            and row[1] == "edge"
+            and isinstance(row[2], bytes)
+        ):
             with contextlib.suppress(UnicodeDecodeError):  # the full path reports it
                 fast = match(row[2].decode("utf-8"))
         if fast is None:
@@ -97,7 +102,7 @@ def py_edge_fields(datas: list[bytes]) -> list[EdgeFields | None]:
     match = EDGE_FAST
     for data in datas:
         fast = None
-        if type(data) is bytes:
+        if isinstance(data, bytes):
             with contextlib.suppress(UnicodeDecodeError):
                 fast = match(data.decode("utf-8"))
         out.append(None if fast is None else fast.groups())
