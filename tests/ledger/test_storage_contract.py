@@ -226,6 +226,25 @@ def test_derived_rows_and_queries(ledger_url: str) -> None:
             store.select("runs; DROP TABLE runs", "run_id", ["x"])
 
 
+def test_newest_runs_pages_each_run_by_its_first_record(ledger_url: str) -> None:
+    with Ledger.open(ledger_url, create=True) as ledger:
+        ledger.append(
+            [
+                f.run("a", start=f.T0 + 10),
+                f.run("b", start=f.T0 + 30),
+                f.run("c", start=f.T0 + 20),
+                f.run("d", start=f.T0 + 20),  # same start as c, later leaf: listed first
+                f.run("a", start=f.T0 + 99),  # recorded again: its first record counts
+            ]
+        )
+        store = ledger.storage
+        total, rows = store.newest_runs(0, 10)
+        assert total == 4
+        assert [(r[0], r[1]) for r in rows] == [(1, "b"), (3, "d"), (2, "c"), (0, "a")]
+        assert [r[1] for r in store.newest_runs(1, 2)[1]] == ["d", "c"]
+        assert store.newest_runs(4, 2) == (4, [])
+
+
 def test_signed_heads_round_trip(ledger_url: str) -> None:
     key = SigningKey.generate()
     with Ledger.open(ledger_url, create=True) as ledger:

@@ -141,14 +141,13 @@ def _status(run: Run, end: RunEnd | None) -> tuple[str, int | None]:
 
 def runs_page(ledger: Ledger, page: int = 1) -> RunsPage:
     """Runs, newest first, with their status and alarm counts, ``RUNS_PER_PAGE`` at a time."""
-    rows = ledger.storage.rows("runs", 0, ledger.size())
-    first: dict[str, tuple[Any, ...]] = {}
-    for row in rows:  # a run id recorded twice: its first record describes the run
-        first.setdefault(str(row[1]), row)
-    ordered = sorted(first.values(), key=lambda r: (-int(r[6]), -int(r[0])))
-    pages = max(1, math.ceil(len(ordered) / RUNS_PER_PAGE))
-    page = min(max(page, 1), pages)
-    chosen = ordered[(page - 1) * RUNS_PER_PAGE : page * RUNS_PER_PAGE]
+    # A run id recorded twice: its first record describes the run.
+    page = max(page, 1)
+    total, chosen = ledger.storage.newest_runs((page - 1) * RUNS_PER_PAGE, RUNS_PER_PAGE)
+    pages = max(1, math.ceil(total / RUNS_PER_PAGE))
+    if page > pages:  # past the end: the last page
+        page = pages
+        total, chosen = ledger.storage.newest_runs((page - 1) * RUNS_PER_PAGE, RUNS_PER_PAGE)
     run_ids = [str(r[1]) for r in chosen]
     records = read_records(ledger, [int(r[0]) for r in chosen])
     ends = _ends(ledger, run_ids)
@@ -180,7 +179,7 @@ def runs_page(ledger: Ledger, page: int = 1) -> RunsPage:
                 dict(severities.get(run.run_id, {})),
             )
         )
-    return RunsPage(out, len(ordered), page, pages)
+    return RunsPage(out, total, page, pages)
 
 
 @dataclass(frozen=True)

@@ -157,6 +157,11 @@ class Storage(Protocol):
         """The first ``limit`` ``runs`` rows that started in ``[start, stop)``, by start time."""
         ...
 
+    def newest_runs(self, offset: int, limit: int) -> tuple[int, list[tuple[Any, ...]]]:
+        """``(number of run ids, rows)``: each run id's first ``runs`` row, newest start
+        first (ties: latest leaf first), rows ``[offset, offset + limit)`` of that order."""
+        ...
+
     def run_totals(self, as_of: int) -> list[tuple[str, int, int]]:
         """``(accelerator_type, runs, accelerator_seconds)`` over all runs; a run's end is its
         ``ended_at``, else its latest ``run_end``, else ``as_of`` (still running)."""

@@ -317,6 +317,20 @@ class SQLStorage(ABC):
             )
         ]
 
+    def newest_runs(self, offset: int, limit: int) -> tuple[int, list[tuple[Any, ...]]]:
+        cols = ", ".join(f"r.{c}" for c in TABLES["runs"])
+        p = self.param
+        # Walks the started_at index backwards and keeps a row only if no earlier
+        # record has its run id: a page costs its own rows, not the whole table.
+        rows = self._execute(
+            f"SELECT {cols} FROM runs r WHERE NOT EXISTS (SELECT 1 FROM runs e"
+            " WHERE e.run_id = r.run_id AND e.leaf < r.leaf)"
+            f" ORDER BY r.started_at DESC, r.leaf DESC LIMIT {p} OFFSET {p}",
+            (limit, offset),
+        )
+        total = self._execute("SELECT COUNT(DISTINCT run_id) FROM runs")[0][0]
+        return int(total), [tuple(r) for r in rows]
+
     def run_totals(self, as_of: int) -> list[tuple[str, int, int]]:
         p = self.param
         rows = self._execute(
