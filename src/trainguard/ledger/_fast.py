@@ -2,7 +2,8 @@
 
 ``trainguard.ledger._speedups`` (C, OpenSSL's SHA-256) is optional: a platform
 without a compiler or OpenSSL headers installs without it and gets the Python
-functions below, which compute the same values. Tests compare the two on the
+functions below (and :func:`~trainguard.ledger._merkle.perfect_levels`), which
+compute the same values. Tests compare the two on the
 same inputs. ``TRAINGUARD_PURE_PYTHON=1`` forces the Python ones.
 
 Each function is a batch over one verification chunk (~65k entries), so one
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from trainguard.ledger._index import EDGE_FAST
+from trainguard.ledger._merkle import perfect_levels as py_perfect_levels
 
 __all__ = ["COMPILED", "edge_fields", "edge_rows", "gc_paused", "leaf_hashes", "perfect_levels"]
 
@@ -49,21 +51,6 @@ def py_leaf_hashes(datas: list[bytes]) -> list[bytes]:
     """``SHA-256(0x00 || data)`` of each item (TypeError for one that is not bytes)."""
     sha256 = _sha256
     return [sha256(b"\x00" + d).digest() for d in datas]
-
-
-def py_perfect_levels(leaves: Sequence[bytes]) -> list[list[bytes]]:
-    """Every perfect subtree hash over ``leaves``: ``levels[l][j]`` covers leaves
-    ``[j * 2**l, (j + 1) * 2**l)``; a level holds ``len(leaves) >> l`` nodes."""
-    sha256 = _sha256
-    levels = [list(leaves)]
-    current = levels[0]
-    while len(current) >= 2:
-        current = [
-            sha256(b"\x01" + current[i] + current[i + 1]).digest()
-            for i in range(0, len(current) - 1, 2)
-        ]
-        levels.append(current)
-    return levels
 
 
 def py_edge_rows(rows: list[tuple[Any, ...]]) -> tuple[list[EdgeRow], list[int]]:

@@ -12,9 +12,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-/* The one-shot SHA256_* calls are deprecated in OpenSSL 3 but kept, and they
- * avoid the EVP layer's per-call provider lookups (a third of the time for
- * 32-64 byte inputs). They use the CPU's SHA extensions where present. */
+/* The SHA256_* calls are deprecated in OpenSSL 3 but still provided; they hash
+ * small inputs without setting up an EVP context per call, and use the CPU's
+ * SHA extensions where present. */
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include <openssl/sha.h>
 
