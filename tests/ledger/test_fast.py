@@ -46,6 +46,24 @@ def test_pure_python_can_be_forced() -> None:
     assert out.stdout.strip() == "False", out.stderr
 
 
+def test_tamper_tests_pass_in_pure_python_too() -> None:
+    # The Python twins are what a machine without a compiler runs: verification and
+    # blast radius must catch every tampering there too, not only on the C path the
+    # rest of this suite takes where the extension is built.
+    root = Path(__file__).resolve().parents[2]
+    tests = ["tests/ledger/test_verify_tamper.py", "tests/ledger/test_blast.py"]
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests, "-k", "sqlite"],
+        cwd=root,
+        env={**os.environ, "TRAINGUARD_PURE_PYTHON": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert " passed" in out.stdout and " failed" not in out.stdout
+
+
 def test_python_edge_rows_take_plain_edges_and_pass_on_the_rest() -> None:
     rows: list[tuple[Any, ...]] = [
         (0, "edge", PLAIN, b""),
