@@ -171,9 +171,12 @@ def cross_check(
     rows = list(used)
     leaves = {row[0] for _, row in rows}
     # A leaf column of another type (SQLite keeps any type in any column) is tampering.
-    odd = sorted((repr(v) for v in leaves if type(v) is not int), key=str)
-    problems = [f"index rows name entry {v}, which is not an entry index" for v in odd[:5]]
-    leaves.difference_update(v for v in list(leaves) if type(v) is not int)
+    odd = {v for v in leaves if type(v) is not int}
+    leaves -= odd
+    problems = [
+        f"index rows name entry {v}, which is not an entry index"
+        for v in sorted(map(repr, odd))[:5]
+    ]
     found = dict(entries or {})
     missing = [leaf for leaf in leaves if leaf not in found]
     if missing:

@@ -39,7 +39,6 @@ from trainguard.ledger._blast_types import (
     RunFacts,
 )
 from trainguard.ledger._evidence import Evidence, collect_evidence
-from trainguard.ledger._fast import gc_paused
 from trainguard.ledger._ledger import Ledger, TreeHead
 from trainguard.ledger._query import (
     Checked,
@@ -192,7 +191,7 @@ def blast_radius(
     Raises:
         LedgerIntegrityError: the log itself (not just an index) is damaged.
     """
-    with gc_paused():  # ~10^5-10^6 rows and tuples for a large answer, no cycles
+    with _fast.gc_paused():  # ~10^5-10^6 rows and tuples for a large answer, no cycles
         return _blast_radius(ledger, indicator, prices, as_of, max_clean, max_depth, from_log)
 
 

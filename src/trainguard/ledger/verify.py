@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from trainguard.errors import LedgerIntegrityError, UsageError
@@ -254,7 +255,7 @@ def _check_derived(
             expected[table].append((index, *values))
             late_edges = late_edges or table == "edges"
     if late_edges:  # an edge entry in another form: back into leaf order
-        edges.sort(key=_first)
+        edges.sort(key=itemgetter(0))
     for table, want in expected.items():
         got = store.rows(table, chunk.lo, chunk.hi)
         chunk.derived_rows += len(got)
@@ -262,10 +263,6 @@ def _check_derived(
         same = got == want if table in PRIMARY else _multiset(got) == _multiset(want)
         if not same:
             chunk.problems.append(_row_diff(table, want, got))
-
-
-def _first(row: tuple[Any, ...]) -> Any:
-    return row[0]
 
 
 def _multiset(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]] | Counter[tuple[Any, ...]]:
