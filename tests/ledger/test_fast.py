@@ -51,9 +51,14 @@ def test_tamper_tests_pass_in_pure_python_too() -> None:
     # blast radius must catch every tampering there too, not only on the C path the
     # rest of this suite takes where the extension is built.
     root = Path(__file__).resolve().parents[2]
-    tests = ["tests/ledger/test_verify_tamper.py", "tests/ledger/test_blast.py"]
+    tests = [
+        "tests/ledger/test_verify_tamper.py",
+        "tests/ledger/test_blast.py",
+        "tests/ledger/test_multiproof.py",
+    ]
+    only = "sqlite or not (postgres or pg)"  # the SQLite cases and the backend-free ones
     out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests, "-k", "sqlite"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests, "-k", only],
         cwd=root,
         env={**os.environ, "TRAINGUARD_PURE_PYTHON": "1"},
         capture_output=True,
@@ -223,3 +228,66 @@ def test_perfect_levels_match_the_rfc_definition() -> None:
     assert [len(level) for level in levels] == [16, 8, 4, 2, 1]
     assert levels[-1][0] == _mth(data)
     assert levels[2][3] == _mth(data[12:16])
+
+
+def _batch_case(size: int, data: st.DataObject) -> tuple[list[int], list[bytes], list[bytes]]:
+    """Increasing leaf indexes of a tree of ``size``, their leaf hashes, and a batch proof
+    of them (the hashes the plan names, from the tree itself)."""
+    indexes = sorted(set(data.draw(st.lists(st.integers(0, size - 1), max_size=30))))
+    levels_of = _fast.py_perfect_levels(_fast.py_leaf_hashes([b"%d" % i for i in range(size)]))
+    hashes = [levels_of[0][i] for i in indexes]
+    keys = _fast.py_batch_plan_keys(size, indexes)
+    proof = [
+        levels_of[level][index]
+        if level < len(levels_of) and index < len(levels_of[level])
+        else _merkle.fold([])
+        for level, index in keys
+    ]
+    return indexes, hashes, proof
+
+
+@compiled
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 200), st.data())
+def test_batch_walks_agree(size: int, data: st.DataObject) -> None:
+    indexes, hashes, proof = _batch_case(size, data)
+    assert _speedups.batch_plan_keys(size, indexes) == _fast.py_batch_plan_keys(size, indexes)
+    want = _fast.py_batch_piece_hashes(size, indexes, hashes, proof)
+    assert _speedups.batch_piece_hashes(size, indexes, hashes, proof) == want
+    # A longer proof is consumed as far as the walk goes, by both.
+    extra = [*proof, bytes(32)]
+    assert _speedups.batch_piece_hashes(size, indexes, hashes, extra) == want
+    # A changed hash changes the pieces the same way in both.
+    if proof:
+        k = data.draw(st.integers(0, len(proof) - 1))
+        bent = [*proof[:k], bytes(32), *proof[k + 1 :]]
+        assert _speedups.batch_piece_hashes(
+            size, indexes, hashes, bent
+        ) == _fast.py_batch_piece_hashes(size, indexes, hashes, bent)
+        # A proof cut short is refused by both.
+        with pytest.raises(ValueError):
+            _speedups.batch_piece_hashes(size, indexes, hashes, proof[:-1])
+        with pytest.raises(ValueError):
+            _fast.py_batch_piece_hashes(size, indexes, hashes, proof[:-1])
+
+
+@compiled
+@pytest.mark.parametrize("indexes", [[3, 2], [1, 1], [-1], [5], [0, 9], [True], [1.0], [2**70]])
+def test_batch_walks_refuse_indexes_out_of_order_or_outside(indexes: list[Any]) -> None:
+    for walk in (_speedups.batch_plan_keys, _fast.py_batch_plan_keys):
+        with pytest.raises((ValueError, TypeError, OverflowError)):
+            walk(5, indexes)
+    for pieces in (_speedups.batch_piece_hashes, _fast.py_batch_piece_hashes):
+        with pytest.raises((ValueError, TypeError, OverflowError)):
+            pieces(5, indexes, [bytes(32)] * len(indexes), [bytes(32)] * 8)
+
+
+@compiled
+def test_batch_walks_refuse_hashes_of_another_size() -> None:
+    for pieces in (_speedups.batch_piece_hashes, _fast.py_batch_piece_hashes):
+        with pytest.raises(TypeError):
+            pieces(4, [0], [bytes(31)], [bytes(32)] * 2)
+        with pytest.raises(TypeError):
+            pieces(4, [0], [bytes(32)], [bytes(32), "x" * 32])
+        with pytest.raises(ValueError):
+            pieces(4, [0, 1], [bytes(32)], [bytes(32)])

@@ -134,23 +134,29 @@ class Search:
             produced = [
                 r for r in self.index.select("edges", "run_id", frontier) if r[2] == "produced"
             ]
-            new: dict[str, list[tuple[int, str]]] = defaultdict(list)
+            new: dict[str, list[tuple[int, str]]] = {}
+            artifacts = self.artifacts
             for leaf, run_id, _d, digest, kind in produced:
-                info = self.artifacts.get(digest)
-                if info is None:
-                    info = self.artifacts[digest] = {
+                found = new.get(digest)
+                if found is None:
+                    if digest in artifacts:
+                        continue  # reached at a smaller depth (or the indicator itself)
+                    artifacts[digest] = {
                         "depth": depth,
-                        "producers": [],
-                        "entries": [],
+                        "producers": [run_id],
+                        "entries": [leaf],
                         "kind": kind,
                     }
-                    new[digest] = []
-                if digest in new:
+                    new[digest] = [(leaf, run_id)]
+                else:
+                    info = artifacts[digest]
                     info["producers"].append(run_id)
                     info["entries"].append(leaf)
-                    new[digest].append((leaf, run_id))
+                    found.append((leaf, run_id))
             next_frontier: set[str] = set()
-            for leaf, run_id, _d, digest, _k in self.index.select("edges", "digest", new):
+            # The produced rows in hand are not fetched again: only their readers are new.
+            readers = self.index.select("edges", "digest", new, held=[r[0] for r in produced])
+            for leaf, run_id, _d, digest, _k in readers:
                 if _d != "used" or not new[digest]:
                     continue
                 p_leaf, parent = new[digest][0]

@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from trainguard.errors import ConfigError, UsageError
 from trainguard.ledger._canonical import normalize_digest
@@ -262,8 +262,10 @@ class AffectedRun:
         }
 
 
-@dataclass(frozen=True)
-class AffectedArtifact:
+class AffectedArtifact(NamedTuple):
+    """A checkpoint (or other artifact) the indicator reaches. (A named tuple: a large
+    answer holds 10^5 of them, and a frozen dataclass costs several times as much to make.)"""
+
     digest: str
     kind: str | None
     name: str | None

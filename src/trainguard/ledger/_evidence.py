@@ -81,22 +81,29 @@ def collect_evidence(
             reach the root, or the log does not extend its latest signed head.
     """
     wanted = sorted(set(leaves))
-    known = dict(fetched or {})
+    known: Mapping[int, tuple[bytes, bytes | None]] = fetched or {}
     unread = [leaf for leaf in wanted if leaf not in known]
     if unread:
-        known.update(read_checked(ledger.storage, unread))
-    missing = [leaf for leaf in wanted if leaf not in known]
+        known = {**known, **read_checked(ledger.storage, unread)}
+    entries: dict[int, bytes] = {}
+    hashes: dict[int, bytes] = {}
+    missing, edited = [], []
+    for leaf in wanted:
+        got = known.get(leaf)
+        if got is None:
+            missing.append(leaf)
+        elif got[1] is None:
+            edited.append(leaf)
+        else:
+            entries[leaf], hashes[leaf] = got  # type: ignore[assignment]
     if missing:
         raise LedgerIntegrityError(
             "cited entries are missing from the log", subject=f"entries {missing[:5]}"
         )
-    edited = [leaf for leaf in wanted if known[leaf][1] is None]
     if edited:
         raise LedgerIntegrityError(
             "a cited entry does not match the tree", subject=f"entries {edited[:5]}"
         )
-    entries = {leaf: known[leaf][0] for leaf in wanted}
-    hashes: dict[int, bytes] = {leaf: known[leaf][1] for leaf in wanted}  # type: ignore[misc]
     # The proof comes from stored nodes; checking all of it (a few hashes per
     # entry) catches a damaged tree before a report is handed out.
     batch = ledger.batch_proof(wanted, head.size)

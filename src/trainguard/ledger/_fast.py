@@ -20,9 +20,19 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from trainguard.ledger._index import EDGE_FAST
+from trainguard.ledger._merkle import decompose
 from trainguard.ledger._merkle import perfect_levels as py_perfect_levels
 
-__all__ = ["COMPILED", "edge_fields", "edge_rows", "gc_paused", "leaf_hashes", "perfect_levels"]
+__all__ = [
+    "COMPILED",
+    "batch_piece_hashes",
+    "batch_plan_keys",
+    "edge_fields",
+    "edge_rows",
+    "gc_paused",
+    "leaf_hashes",
+    "perfect_levels",
+]
 
 #: ``(leaf, run_id, direction, digest, artifact_kind)``: a row of the edges table.
 EdgeRow = tuple[Any, ...]
@@ -96,10 +106,96 @@ def py_edge_fields(datas: list[bytes]) -> list[EdgeFields | None]:
     return out
 
 
+def _piece_leaves(size: int, indexes: list[int]) -> Iterator[tuple[int, int, list[int]]]:
+    """``(level, index, proven leaves relative to the piece)`` of each piece of the tree,
+    left to right, up to the last piece holding one of ``indexes``."""
+    previous = -1
+    for i in indexes:
+        if type(i) is not int or not previous < i < size:
+            raise ValueError("indexes must be increasing ints inside the tree")
+        previous = i
+    k, n = 0, len(indexes)
+    for level, index in decompose(0, size) if n else []:
+        if k >= n:
+            break
+        lo, hi = index << level, (index + 1) << level
+        inside = []
+        while k < n and indexes[k] < hi:
+            inside.append(indexes[k] - lo)
+            k += 1
+        yield level, index, inside
+
+
+def py_batch_plan_keys(size: int, indexes: list[int]) -> list[tuple[int, int]]:
+    """The ``(level, index)`` of each hash a batch proof of ``indexes`` (increasing, inside
+    the tree) lists, in order, up to the last piece holding a proven leaf
+    (:mod:`._multiproof` describes the order)."""
+    keys: list[tuple[int, int]] = []
+    for level, index, known in _piece_leaves(size, indexes):
+        if not known:
+            keys.append((level, index))
+            continue
+        for lv in range(level):
+            base = index << (level - lv)  # the piece's first node index at this level
+            present = set(known)
+            keys.extend((lv, base + (i ^ 1)) for i in known if i ^ 1 not in present)
+            known = sorted({i >> 1 for i in known})
+    return keys
+
+
+def py_batch_piece_hashes(
+    size: int, indexes: list[int], hashes: list[bytes], proof: list[bytes]
+) -> tuple[list[bytes], int]:
+    """``(piece hashes, proof hashes consumed)``: the hash of each piece up to the last
+    one holding a proven leaf, from the leaf ``hashes`` of ``indexes`` and ``proof``.
+
+    Raises:
+        ValueError: the proof is too short (or the indexes are not increasing, inside).
+    """
+    if len(hashes) != len(indexes):
+        raise ValueError("one hash per index")
+    if any(type(h) is not bytes or len(h) != 32 for h in (*hashes, *proof)):
+        raise TypeError("tree hashes must be 32 bytes")
+    sha256 = _sha256
+    by_index = dict(zip(indexes, hashes, strict=True))
+    pos = 0
+    out = []
+    for level, index, rel in _piece_leaves(size, indexes):
+        if not rel:
+            if pos >= len(proof):
+                raise ValueError("the batch proof is too short")
+            out.append(proof[pos])
+            pos += 1
+            continue
+        lo = index << level
+        known = {i: by_index[lo + i] for i in rel}
+        for _ in range(level):
+            parents: dict[int, bytes] = {}
+            for i in sorted(known):
+                if i & 1 and i ^ 1 in known:
+                    continue  # combined with its left sibling already
+                if i & 1 or i ^ 1 not in known:
+                    if pos >= len(proof):
+                        raise ValueError("the batch proof is too short")
+                    sibling = proof[pos]
+                    pos += 1
+                else:
+                    sibling = known[i ^ 1]
+                left, right = (sibling, known[i]) if i & 1 else (known[i], sibling)
+                parents[i >> 1] = sha256(b"\x01" + left + right).digest()
+            known = parents
+        out.append(known[0])
+    return out, pos
+
+
 leaf_hashes: Callable[[list[bytes]], list[bytes]] = py_leaf_hashes
 perfect_levels: Callable[[Sequence[bytes]], list[list[bytes]]] = py_perfect_levels
 edge_rows: Callable[[list[tuple[Any, ...]]], tuple[list[EdgeRow], list[int]]] = py_edge_rows
 edge_fields: Callable[[list[bytes]], list[EdgeFields | None]] = py_edge_fields
+batch_plan_keys: Callable[[int, list[int]], list[tuple[int, int]]] = py_batch_plan_keys
+batch_piece_hashes: Callable[
+    [int, list[int], list[bytes], list[bytes]], tuple[list[bytes], int]
+] = py_batch_piece_hashes
 COMPILED = False
 
 if os.environ.get("TRAINGUARD_PURE_PYTHON", "") in ("", "0"):
@@ -112,4 +208,6 @@ if os.environ.get("TRAINGUARD_PURE_PYTHON", "") in ("", "0"):
         perfect_levels = _speedups.perfect_levels
         edge_rows = _speedups.edge_rows
         edge_fields = _speedups.edge_fields
+        batch_plan_keys = _speedups.batch_plan_keys
+        batch_piece_hashes = _speedups.batch_piece_hashes
         COMPILED = True

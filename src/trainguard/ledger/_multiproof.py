@@ -15,39 +15,36 @@ right of the last piece holding a proven leaf. The verifier walks the same order
 a proof cannot be reordered, shortened or padded, and any changed hash, leaf
 or index changes the recomputed root (:func:`verify_batch` raises).
 
-Pure: no I/O; the hashes come from a ``perfect(level, index)`` store.
+Pure: no I/O; the hashes come from a ``perfect(level, index)`` store. The walk itself
+(:func:`~trainguard.ledger._fast.batch_piece_hashes`) is compiled where the C extension
+was built.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 
 from trainguard.errors import LedgerIntegrityError
+from trainguard.ledger import _fast
 from trainguard.ledger._merkle import EMPTY_ROOT, HASH_SIZE, decompose, fold
 
 __all__ = ["batch_plan", "verify_batch"]
 
 
-def _pieces(indexes: Iterable[int], size: int) -> list[tuple[int, int, list[int]]]:
-    """``(level, index, proven leaves relative to the piece)`` for each piece, left to right."""
+def _checked(indexes: Iterable[int], size: int) -> list[int]:
     wanted = sorted(set(indexes))
     if wanted and not (wanted[0] >= 0 and wanted[-1] < size):
         bad = wanted[0] if wanted[0] < 0 else wanted[-1]
         raise ValueError(f"leaf {bad} is not in a tree of size {size}")
-    out, k = [], 0
-    for level, index in decompose(0, size) if size else []:
-        lo, hi = index << level, (index + 1) << level
-        inside = []
-        while k < len(wanted) and wanted[k] < hi:
-            inside.append(wanted[k] - lo)
-            k += 1
-        out.append((level, index, inside))
-    return out
+    return wanted
 
 
-def _last_proven(pieces: Sequence[tuple[int, int, list[int]]]) -> int:
-    return max((k for k, (_, _, rel) in enumerate(pieces) if rel), default=-1)
+def _right_pieces(wanted: Sequence[int], size: int) -> list[tuple[int, int]]:
+    """The pieces right of the last piece holding a proven leaf (folded into one hash)."""
+    pieces = decompose(0, size) if size else []
+    if not wanted:
+        return pieces
+    return [(level, index) for level, index in pieces if index << level > wanted[-1]]
 
 
 def batch_plan(indexes: Iterable[int], size: int) -> list[tuple[tuple[int, int], ...]]:
@@ -58,20 +55,13 @@ def batch_plan(indexes: Iterable[int], size: int) -> list[tuple[tuple[int, int],
     Raises:
         ValueError: an index is outside ``[0, size)``.
     """
-    pieces = _pieces(indexes, size)
-    last = _last_proven(pieces)
-    plan: list[tuple[tuple[int, int], ...]] = []
-    for level, index, known in pieces[: last + 1]:
-        if not known:
-            plan.append(((level, index),))
-            continue
-        for lv in range(level):
-            base = (index << level) >> lv  # the piece's first node index at this level
-            present = set(known)
-            plan.extend(((lv, base + (i ^ 1)),) for i in known if i ^ 1 not in present)
-            known = sorted({i >> 1 for i in known})
-    if last + 1 < len(pieces):
-        plan.append(tuple((level, index) for level, index, _ in pieces[last + 1 :]))
+    wanted = _checked(indexes, size)
+    plan: list[tuple[tuple[int, int], ...]] = [
+        (key,) for key in _fast.batch_plan_keys(size, wanted)
+    ]
+    right = _right_pieces(wanted, size)
+    if right:
+        plan.append(tuple(right))
     return plan
 
 
@@ -93,49 +83,33 @@ def verify_batch(
             found=str(sorted(i for i in leaves if not 0 <= i < size)[:5]),
         )
     for value in (root, *leaves.values(), *proof):
-        if len(value) != HASH_SIZE:
+        if type(value) is not bytes or len(value) != HASH_SIZE:
             raise LedgerIntegrityError(
                 "a batch inclusion proof holds a value that is not a SHA-256 hash",
                 subject=subject,
                 expected=f"{HASH_SIZE} bytes",
                 found=f"{len(value)} bytes",
             )
-    sha256 = hashlib.sha256
-    supply = iter(proof)
-    pieces = _pieces(leaves, size)
-    last = _last_proven(pieces)
-    piece_hashes = []
+    wanted = sorted(leaves)
+    short = LedgerIntegrityError(
+        "batch inclusion proof is shorter than the tree needs", subject=subject
+    )
     try:
-        for level, index, rel in pieces[: last + 1]:
-            if not rel:
-                piece_hashes.append(next(supply))
-                continue
-            lo = index << level
-            known = {i: leaves[lo + i] for i in rel}
-            for _ in range(level):
-                parents: dict[int, bytes] = {}
-                for i in sorted(known):
-                    if i & 1 and i ^ 1 in known:
-                        continue  # combined with its left sibling already
-                    if i & 1:
-                        left, right = next(supply), known[i]
-                    else:
-                        left = known[i]
-                        right = known[i ^ 1] if i ^ 1 in known else next(supply)
-                    parents[i >> 1] = sha256(b"\x01" + left + right).digest()
-                known = parents
-            piece_hashes.append(known[0])
-        if last + 1 < len(pieces):
-            piece_hashes.append(next(supply))  # the fold of all pieces to the right
-    except StopIteration:
-        raise LedgerIntegrityError(
-            "batch inclusion proof is shorter than the tree needs", subject=subject
-        ) from None
-    if next(supply, None) is not None:
+        pieces, used = _fast.batch_piece_hashes(
+            size, wanted, [leaves[i] for i in wanted], list(proof)
+        )
+    except ValueError:
+        raise short from None
+    rest = list(proof[used:])
+    if _right_pieces(wanted, size):
+        if not rest:
+            raise short
+        pieces.append(rest.pop(0))  # the fold of all pieces to the right
+    if rest:
         raise LedgerIntegrityError(
             "batch inclusion proof is longer than the tree needs", subject=subject
         )
-    got = fold(piece_hashes) if size else EMPTY_ROOT
+    got = fold(pieces) if size else EMPTY_ROOT
     if got != root:
         raise LedgerIntegrityError(
             "batch inclusion proof does not lead to the tree head's root",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from itertools import repeat
 from typing import Any, Protocol
 
 from trainguard.errors import LedgerIntegrityError
@@ -20,7 +19,15 @@ from trainguard.ledger import _canonical, _fast, _merkle
 from trainguard.ledger._index import TABLES, rows_of
 from trainguard.ledger.storage import Storage
 
-__all__ = ["Checked", "Index", "LogIndex", "StorageIndex", "cross_check", "read_checked"]
+__all__ = [
+    "Checked",
+    "Index",
+    "LogIndex",
+    "StorageIndex",
+    "cross_check",
+    "read_checked",
+    "used_leaves",
+]
 
 #: Entries read per batch when building a :class:`LogIndex`.
 _BATCH = 50_000
@@ -29,10 +36,15 @@ _BATCH = 50_000
 class Index(Protocol):
     """The queries blast radius and lineage make."""
 
-    #: ``(table, row)`` of every row returned so far (rows include their leaf).
-    used: set[tuple[str, tuple[Any, ...]]]
+    #: Every row returned so far, as ``(table, rows)`` batches (rows include their leaf).
+    used: list[tuple[str, list[tuple[Any, ...]]]]
 
-    def select(self, table: str, column: str, values: Collection[Any]) -> list[tuple[Any, ...]]: ...
+    def select(
+        self, table: str, column: str, values: Collection[Any], *, held: Collection[int] = ()
+    ) -> list[tuple[Any, ...]]:
+        """Rows whose ``column`` is one of ``values``, except rows whose leaf is in
+        ``held``: rows this index handed out already (the caller vouches for that)."""
+        ...
 
     def runs_in_window(self, start: int, stop: int) -> list[tuple[Any, ...]]: ...
 
@@ -46,14 +58,18 @@ class StorageIndex:
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
-        self.used: set[tuple[str, tuple[Any, ...]]] = set()
+        self.used: list[tuple[str, list[tuple[Any, ...]]]] = []
 
     def _note(self, table: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        self.used.update(zip(repeat(table), rows))
+        self.used.append((table, rows))
         return rows
 
-    def select(self, table: str, column: str, values: Collection[Any]) -> list[tuple[Any, ...]]:
-        return self._note(table, self.storage.select(table, column, values)) if values else []
+    def select(
+        self, table: str, column: str, values: Collection[Any], *, held: Collection[int] = ()
+    ) -> list[tuple[Any, ...]]:
+        if not values:
+            return []
+        return self._note(table, self.storage.select(table, column, values, held=held))
 
     def runs_in_window(self, start: int, stop: int) -> list[tuple[Any, ...]]:
         return self._note("runs", self.storage.runs_in_window(start, stop))
@@ -69,7 +85,7 @@ class LogIndex:
     """The derived tables rebuilt in memory from the log's entries (each leaf hash checked)."""
 
     def __init__(self, storage: Storage, size: int) -> None:
-        self.used: set[tuple[str, tuple[Any, ...]]] = set()
+        self.used: list[tuple[str, list[tuple[Any, ...]]]] = []
         self._tables: dict[str, list[tuple[Any, ...]]] = {t: [] for t in TABLES}
         self._by: dict[tuple[str, str], dict[Any, list[tuple[Any, ...]]]] = {}
         expected = 0
@@ -99,22 +115,25 @@ class LogIndex:
             self._by[key] = by
         return self._by[key]
 
-    def select(self, table: str, column: str, values: Collection[Any]) -> list[tuple[Any, ...]]:
+    def select(
+        self, table: str, column: str, values: Collection[Any], *, held: Collection[int] = ()
+    ) -> list[tuple[Any, ...]]:
         by = self._column(table, column)
-        rows = [r for v in set(values) for r in by.get(v, ())]
-        self.used.update((table, r) for r in rows)
+        skip = set(held)
+        rows = [r for v in set(values) for r in by.get(v, ()) if r[0] not in skip]
+        self.used.append((table, rows))
         return rows
 
     def runs_in_window(self, start: int, stop: int) -> list[tuple[Any, ...]]:
         rows = [r for r in self._tables["runs"] if r[6] < stop and (r[7] is None or r[7] >= start)]
-        self.used.update(("runs", r) for r in rows)
+        self.used.append(("runs", rows))
         return rows
 
     def runs_started(self, start: int, stop: int, limit: int) -> list[tuple[Any, ...]]:
         rows = sorted(
             (r for r in self._tables["runs"] if start <= r[6] < stop), key=lambda r: (r[6], r[0])
         )[:limit]
-        self.used.update(("runs", r) for r in rows)
+        self.used.append(("runs", rows))
         return rows
 
     def run_totals(self, as_of: int) -> list[tuple[str, int, int]]:
@@ -158,18 +177,24 @@ def _expected_rows(leaf: int, data: bytes) -> set[tuple[str, tuple[Any, ...]]]:
     return {(t, (leaf, *v)) for t, v in rows_of(_SCANNER(data.decode("utf-8"), 0)[0])}
 
 
+def used_leaves(used: Iterable[tuple[str, Sequence[tuple[Any, ...]]]]) -> set[Any]:
+    """The leaf column of every row handed out (any type: SQLite keeps any in any column)."""
+    return {row[0] for _, rows in used for row in rows}
+
+
 def cross_check(
     storage: Storage,
-    used: Iterable[tuple[str, tuple[Any, ...]]],
+    used: Iterable[tuple[str, Sequence[tuple[Any, ...]]]],
     entries: Mapping[int, tuple[bytes, bytes | None]] | None = None,
 ) -> list[str]:
     """Problems where a derived row handed out does not follow from the entry it names.
 
-    ``entries`` (see :func:`read_checked`) may hold entries already read; the
+    ``used`` holds ``(table, rows)`` batches (see :attr:`Index.used`);
+    ``entries`` (see :func:`read_checked`) may hold entries already read, the
     others are read here.
     """
-    rows = list(used)
-    leaves = {row[0] for _, row in rows}
+    used = list(used)
+    leaves = used_leaves(used)
     # A leaf column of another type (SQLite keeps any type in any column) is tampering.
     odd = {v for v in leaves if type(v) is not int}
     leaves -= odd
@@ -186,29 +211,31 @@ def cross_check(
     altered = sorted(leaf for leaf in leaves if leaf in found and found[leaf][1] is None)
     problems.extend(f"entry {leaf} does not match its leaf hash" for leaf in altered)
     present = [leaf for leaf in leaves if leaf in found and found[leaf][1] is not None]
-    # Plain edges (most rows used) are read in one batch without building a dict, and a
-    # row handed out is accepted when it is exactly one of their rows; every other row
-    # is checked against its entry's full parse. (The kind column is not read here: an
-    # edge entry's text says its kind.)
+    # Plain edges (most rows used) are read in one batch without building a dict, and an
+    # edges row handed out is accepted when it equals its entry's row (leaf types were
+    # checked above: 5.0 == 5 cannot pass); every other row is checked against its
+    # entry's full parse. (The kind column is not read here: an edge entry's text says
+    # its kind.)
     plain, _ = _fast.edge_rows([(leaf, "edge", found[leaf][0]) for leaf in present])
-    genuine = set(plain)
-    edge_leaves = {row[0] for row in plain}
+    expected = {row[0]: row for row in plain}
+    good = set(present)
     others: dict[int, list[tuple[str, tuple[Any, ...]]]] = defaultdict(list)
-    for table, row in rows:
-        if table == "edges" and row in genuine:
-            continue
-        leaf = row[0]
-        if leaf in edge_leaves:
-            problems.append(f"{table} row for entry {leaf} does not match the entry")
-        elif type(leaf) is int and leaf in found and found[leaf][1] is not None:
-            others[leaf].append((table, row))
+    for table, rows in used:
+        for row in rows:
+            leaf = row[0]
+            edge = expected.get(leaf)
+            if edge is not None:
+                if table != "edges" or edge != row:
+                    problems.append(f"{table} row for entry {leaf} does not match the entry")
+            elif leaf in good:
+                others[leaf].append((table, row))
     for leaf, claimed in sorted(others.items()):
         try:
-            expected = _expected_rows(leaf, found[leaf][0])
+            wanted = _expected_rows(leaf, found[leaf][0])
         except (ValueError, KeyError, TypeError, AttributeError, StopIteration):
             problems.append(f"entry {leaf} is not a valid record")
             continue
         for table, row in claimed:
-            if (table, row) not in expected:
+            if (table, row) not in wanted:
                 problems.append(f"{table} row for entry {leaf} does not match the entry")
     return problems

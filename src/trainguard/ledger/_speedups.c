@@ -395,11 +395,248 @@ fail:
     return NULL;
 }
 
+/* ---- batch inclusion proofs (trainguard.ledger._multiproof) ------------------------
+ *
+ * The walk of a batch proof over the pieces of a tree (the perfect subtrees of
+ * decompose(0, size)), up to the last piece holding a proven leaf: a piece with
+ * no proven leaf takes one proof hash; in a piece with some, level by level from
+ * the leaves up and left to right, every known node whose sibling is not known
+ * takes its sibling from the proof. batch_plan_keys lists those siblings' keys,
+ * batch_piece_hashes recomputes each piece's hash from leaf hashes and a proof.
+ */
+
+typedef struct {
+    long long idx;
+    unsigned char h[SHA256_DIGEST_LENGTH];
+} Known;
+
+/* indexes: a list of ints, strictly increasing, in [0, size). */
+static long long *
+read_indexes(PyObject *list, long long size, Py_ssize_t *n)
+{
+    if (!PyList_Check(list)) {
+        PyErr_SetString(PyExc_TypeError, "indexes must be a list of ints");
+        return NULL;
+    }
+    *n = PyList_GET_SIZE(list);
+    long long *out = PyMem_Malloc(sizeof(long long) * (size_t)(*n > 0 ? *n : 1));
+    if (out == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < *n; i++) {
+        PyObject *item = PyList_GET_ITEM(list, i);
+        long long v = PyLong_CheckExact(item) ? PyLong_AsLongLong(item) : -1;
+        if (v == -1 && PyErr_Occurred()) {
+            PyMem_Free(out);
+            return NULL;
+        }
+        if (!PyLong_CheckExact(item) || v < 0 || v >= size || (i > 0 && v <= out[i - 1])) {
+            PyMem_Free(out);
+            PyErr_SetString(PyExc_ValueError,
+                            "indexes must be increasing ints inside the tree");
+            return NULL;
+        }
+        out[i] = v;
+    }
+    return out;
+}
+
+static int
+take_hash(PyObject *seq, Py_ssize_t *pos, unsigned char *dst)
+{
+    if (*pos >= PyList_GET_SIZE(seq)) {
+        PyErr_SetString(PyExc_ValueError, "the batch proof is too short");
+        return -1;
+    }
+    PyObject *h = PyList_GET_ITEM(seq, *pos);
+    if (!PyBytes_Check(h) || PyBytes_GET_SIZE(h) != SHA256_DIGEST_LENGTH) {
+        PyErr_SetString(PyExc_TypeError, "tree hashes must be 32 bytes");
+        return -1;
+    }
+    memcpy(dst, PyBytes_AS_STRING(h), SHA256_DIGEST_LENGTH);
+    (*pos)++;
+    return 0;
+}
+
+static void
+node(const unsigned char *l, const unsigned char *r, unsigned char *dst)
+{
+    SHA256_CTX ctx;
+    SHA256_Init(&ctx);
+    SHA256_Update(&ctx, &NODE_PREFIX, 1);
+    SHA256_Update(&ctx, l, SHA256_DIGEST_LENGTH);
+    SHA256_Update(&ctx, r, SHA256_DIGEST_LENGTH);
+    SHA256_Final(dst, &ctx);
+}
+
+static int
+append_key(PyObject *keys, int level, long long index)
+{
+    PyObject *key = Py_BuildValue("(iL)", level, index);
+    if (key == NULL)
+        return -1;
+    int err = PyList_Append(keys, key);
+    Py_DECREF(key);
+    return err;
+}
+
+/* One walk; plan mode (hashes == NULL) appends sibling keys to out, hash mode
+ * appends piece hashes to out and counts the proof hashes it consumed. */
+static int
+walk(long long size, const long long *idx, Py_ssize_t n, PyObject *hashes, PyObject *proof,
+     PyObject *out, Py_ssize_t *used)
+{
+    Known *cur = PyMem_Malloc(sizeof(Known) * (size_t)(n > 0 ? n : 1));
+    if (cur == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t k = 0;
+    long long start = 0;
+    for (int level = 62; level >= 0 && k < n; level--) {
+        if (!((size >> level) & 1))
+            continue;
+        long long index = start >> level, lo = start, hi = start + (1LL << level);
+        start = hi;
+        Py_ssize_t m = 0;
+        for (; k < n && idx[k] < hi; k++, m++) {
+            Py_ssize_t at = k;
+            cur[m].idx = idx[k] - lo;
+            if (hashes != NULL && take_hash(hashes, &at, cur[m].h) < 0)
+                goto fail;
+        }
+        if (m == 0) {
+            if (hashes == NULL) {
+                if (append_key(out, level, index) < 0)
+                    goto fail;
+            } else {
+                unsigned char h[SHA256_DIGEST_LENGTH];
+                if (take_hash(proof, used, h) < 0)
+                    goto fail;
+                PyObject *b = PyBytes_FromStringAndSize((const char *)h, SHA256_DIGEST_LENGTH);
+                if (b == NULL || PyList_Append(out, b) < 0) {
+                    Py_XDECREF(b);
+                    goto fail;
+                }
+                Py_DECREF(b);
+            }
+            continue;
+        }
+        for (int lv = 0; lv < level; lv++) {
+            long long base = index << (level - lv);
+            Py_ssize_t j = 0, w = 0;
+            while (j < m) {
+                long long i = cur[j].idx;
+                unsigned char sib[SHA256_DIGEST_LENGTH];
+                if (!(i & 1) && j + 1 < m && cur[j + 1].idx == i + 1) {
+                    if (hashes != NULL)
+                        node(cur[j].h, cur[j + 1].h, sib);
+                    j += 2;
+                } else {
+                    if (hashes == NULL) {
+                        if (append_key(out, lv, base + (i ^ 1)) < 0)
+                            goto fail;
+                    } else {
+                        if (take_hash(proof, used, sib) < 0)
+                            goto fail;
+                        if (i & 1)
+                            node(sib, cur[j].h, sib);
+                        else
+                            node(cur[j].h, sib, sib);
+                    }
+                    j += 1;
+                }
+                cur[w].idx = i >> 1;
+                if (hashes != NULL)
+                    memcpy(cur[w].h, sib, SHA256_DIGEST_LENGTH);
+                w++;
+            }
+            m = w;
+        }
+        if (hashes != NULL) {
+            PyObject *b = PyBytes_FromStringAndSize((const char *)cur[0].h, SHA256_DIGEST_LENGTH);
+            if (b == NULL || PyList_Append(out, b) < 0) {
+                Py_XDECREF(b);
+                goto fail;
+            }
+            Py_DECREF(b);
+        }
+    }
+    PyMem_Free(cur);
+    return 0;
+fail:
+    PyMem_Free(cur);
+    return -1;
+}
+
+PyDoc_STRVAR(batch_plan_keys_doc,
+"batch_plan_keys(size, indexes, /)\n--\n\n"
+"The (level, index) of each hash a batch proof of indexes lists, in order, up to\n"
+"the last piece holding a proven leaf. Raises ValueError unless indexes are\n"
+"increasing ints inside the tree.");
+
+static PyObject *
+batch_plan_keys(PyObject *module, PyObject *args)
+{
+    long long size;
+    PyObject *list;
+    if (!PyArg_ParseTuple(args, "LO:batch_plan_keys", &size, &list))
+        return NULL;
+    Py_ssize_t n;
+    long long *idx = read_indexes(list, size, &n);
+    if (idx == NULL)
+        return NULL;
+    PyObject *out = PyList_New(0);
+    Py_ssize_t used = 0;
+    if (out == NULL || walk(size, idx, n, NULL, NULL, out, &used) < 0) {
+        Py_XDECREF(out);
+        out = NULL;
+    }
+    PyMem_Free(idx);
+    return out;
+}
+
+PyDoc_STRVAR(batch_piece_hashes_doc,
+"batch_piece_hashes(size, indexes, hashes, proof, /)\n--\n\n"
+"(piece hashes, proof hashes consumed): each piece's hash up to the last piece\n"
+"holding a proven leaf, from the leaf hashes of indexes and the proof. Raises\n"
+"ValueError if the proof is too short or indexes are not increasing ints inside\n"
+"the tree, TypeError for a hash that is not 32 bytes.");
+
+static PyObject *
+batch_piece_hashes(PyObject *module, PyObject *args)
+{
+    long long size;
+    PyObject *list, *hashes, *proof;
+    if (!PyArg_ParseTuple(args, "LOO!O!:batch_piece_hashes", &size, &list, &PyList_Type,
+                          &hashes, &PyList_Type, &proof))
+        return NULL;
+    Py_ssize_t n;
+    long long *idx = read_indexes(list, size, &n);
+    if (idx == NULL)
+        return NULL;
+    if (PyList_GET_SIZE(hashes) != n) {
+        PyMem_Free(idx);
+        PyErr_SetString(PyExc_ValueError, "one hash per index");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0), *result = NULL;
+    Py_ssize_t used = 0;
+    if (out != NULL && walk(size, idx, n, hashes, proof, out, &used) == 0)
+        result = Py_BuildValue("(On)", out, used);
+    Py_XDECREF(out);
+    PyMem_Free(idx);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"leaf_hashes", leaf_hashes, METH_O, leaf_hashes_doc},
     {"perfect_levels", perfect_levels, METH_O, perfect_levels_doc},
     {"edge_rows", edge_rows, METH_O, edge_rows_doc},
     {"edge_fields", edge_fields, METH_O, edge_fields_doc},
+    {"batch_plan_keys", batch_plan_keys, METH_VARARGS, batch_plan_keys_doc},
+    {"batch_piece_hashes", batch_piece_hashes, METH_VARARGS, batch_piece_hashes_doc},
     {NULL, NULL, 0, NULL},
 };
 

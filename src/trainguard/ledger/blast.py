@@ -24,6 +24,7 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from operator import itemgetter
 from typing import Any
 
 from trainguard.ledger import _fast
@@ -47,6 +48,7 @@ from trainguard.ledger._query import (
     StorageIndex,
     cross_check,
     read_checked,
+    used_leaves,
 )
 from trainguard.ledger.verify import check_index_counts
 
@@ -100,20 +102,20 @@ def _compute(
             if reason.via:
                 used_by[reason.via] += 1
     # Built as AffectedArtifact once their file names are known (after the evidence is read).
-    artifacts: list[_Pending] = sorted(
+    artifacts: list[_Pending] = [
         (
-            (
-                digest,
-                info.get("kind"),
-                info["depth"],
-                tuple(dict.fromkeys(info["producers"])),
-                used_by.get(digest, 0),
-                tuple(info["entries"]),
-            )
-            for digest, info in search.artifacts.items()
-        ),
-        key=lambda a: (a[2], a[0]),
-    )
+            digest,
+            info.get("kind"),
+            info["depth"],
+            tuple(dict.fromkeys(producers))
+            if len(producers := info["producers"]) > 1
+            else tuple(producers),
+            used_by.get(digest, 0),
+            tuple(info["entries"]),
+        )
+        for digest, info in search.artifacts.items()
+    ]
+    artifacts.sort(key=itemgetter(2, 0))
     clean = search.clean_runs(facts, max_clean)
     totals = _totals(index.run_totals(as_of), affected, prices)
     return search, affected, artifacts, clean, totals
@@ -218,7 +220,7 @@ def _blast_radius(
     fetched: Checked | None = None
     if isinstance(index, StorageIndex):
         # One read (and one leaf hash per entry) serves the row cross-check and the evidence.
-        leaves = {row[0] for _, row in index.used if type(row[0]) is int}  # others: tampered
+        leaves = {v for v in used_leaves(index.used) if type(v) is int}  # others: tampered
         fetched = read_checked(ledger.storage, cited | leaves)
         problems = cross_check(ledger.storage, index.used, fetched)
         if problems:
@@ -265,19 +267,18 @@ def _named(artifacts: list[_Pending], evidence: Evidence) -> list[AffectedArtifa
     for digest, kind, depth, producers, used_by, leaves in artifacts:
         name = None
         for leaf in leaves:
-            fields = edges[leaf]
-            if fields is not None:
-                entry = {"digest": fields[1], "direction": fields[2], "name": fields[3]}
-            else:
+            fields = edges[leaf]  # (kind, digest, direction, name, run_id)
+            if fields is None:
                 data = entries.get(leaf)
                 if data is None or b'"name":' not in data:
                     continue
                 entry = scan(data.decode("utf-8"), 0)[0]
                 if not isinstance(entry, dict):
                     continue
-            if entry.get("digest") == digest and isinstance(entry.get("name"), str):
-                name = entry["name"]
-                if entry.get("direction") != "used":
+                fields = (None, entry.get("digest"), entry.get("direction"), entry.get("name"))
+            if fields[1] == digest and isinstance(fields[3], str):
+                name = fields[3]
+                if fields[2] != "used":
                     break  # the producer's (or registrar's) name wins over a reader's
         out.append(AffectedArtifact(digest, kind, name, depth, producers, used_by, leaves))
     return out

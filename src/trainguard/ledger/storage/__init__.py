@@ -145,8 +145,11 @@ class Storage(Protocol):
         """Rows of a derived table whose leaf is in ``[start, stop)``, ordered by leaf."""
         ...
 
-    def select(self, table: str, column: str, values: Collection[Any]) -> list[tuple[Any, ...]]:
-        """Rows of a derived table whose indexed ``column`` is one of ``values``."""
+    def select(
+        self, table: str, column: str, values: Collection[Any], *, held: Collection[int] = ()
+    ) -> list[tuple[Any, ...]]:
+        """Rows of a derived table whose indexed ``column`` is one of ``values``,
+        except those whose leaf is in ``held`` (rows the caller already has)."""
         ...
 
     def runs_in_window(self, start: int, stop: int) -> list[tuple[Any, ...]]:

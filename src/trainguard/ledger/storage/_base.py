@@ -234,7 +234,9 @@ class SQLStorage(ABC):
         return [(int(r[0]), bytes(r[1])) for r in rows]
 
     def _in(self, sql: str, values: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
-        """Run ``sql`` (with one ``{in}`` slot) over ``values`` in chunks."""
+        """Run ``sql`` (with one ``{in}`` slot) over ``values`` in chunks (sorted first, so
+        the rows come in the same order whatever the order of ``values``)."""
+        values = sorted(values)
         for i in range(0, len(values), _IN_CHUNK):
             chunk = values[i : i + _IN_CHUNK]
             yield from self._read(sql.format(inl=", ".join([self.param] * len(chunk))), chunk)
@@ -286,11 +288,25 @@ class SQLStorage(ABC):
             )
         ]
 
-    def select(self, table: str, column: str, values: Collection[Any]) -> list[tuple[Any, ...]]:
+    def select(
+        self, table: str, column: str, values: Collection[Any], *, held: Collection[int] = ()
+    ) -> list[tuple[Any, ...]]:
         _check_name(table, column)
         cols = ", ".join(TABLES[table])
-        sql = f"SELECT {cols} FROM {table} WHERE {column} IN ({{inl}})"
-        return [tuple(r) for r in self._in(sql, sorted(set(values)))]
+        # In leaf order: PostgreSQL's parallel scans return rows in any order, and a
+        # report (the first reasons found per run) must not change between two runs.
+        # The list is sent unsorted: no backend's plan depends on its order.
+        sql = f"SELECT {cols} FROM {table} t WHERE {column} IN ({{inl}}) ORDER BY t.leaf"
+        if not held:
+            return [tuple(r) for r in self._in(sql, list(set(values)))]
+        return [tuple(r) for r in self._in_except(sql, list(set(values)), list(set(held)))]
+
+    def _in_except(
+        self, sql: str, values: Sequence[Any], held: Sequence[int]
+    ) -> Iterator[tuple[Any, ...]]:
+        """:meth:`_in`, without the rows whose leaf (the first column) is in ``held``."""
+        skip = set(held)
+        return (r for r in self._in(sql, values) if r[0] not in skip)
 
     def runs_in_window(self, start: int, stop: int) -> list[tuple[Any, ...]]:
         cols = ", ".join(TABLES["runs"])

@@ -153,3 +153,18 @@ class PostgresStorage(SQLStorage):
         # its quoting and the server its parsing, half the time of a 10^5-value probe.
         if values:
             yield from self._read(sql.replace("IN ({inl})", "= ANY(%b)"), (list(values),))
+
+    def _in_except(
+        self, sql: str, values: Sequence[Any], held: Sequence[int]
+    ) -> Iterator[tuple[Any, ...]]:
+        # An anti-join (hashed): ``NOT (leaf = ANY(...))`` would compare every row
+        # with every held leaf.
+        if values:
+            yield from self._read(
+                sql.replace(
+                    "IN ({inl})",
+                    "= ANY(%b) AND NOT EXISTS"
+                    " (SELECT 1 FROM unnest(%b::bigint[]) AS h(leaf) WHERE h.leaf = t.leaf)",
+                ),
+                (list(values), list(held)),
+            )
