@@ -11,7 +11,7 @@ import pytest
 
 from tests.ledger import _factory as f
 from tests.ledger.test_verify_tamper import raw
-from trainguard.errors import LedgerIntegrityError, UsageError
+from trainguard.errors import LedgerIntegrityError, StorageError, UsageError
 from trainguard.ledger import Ledger, PreflightResult, SigningKey
 from trainguard.ledger._evidence import verify_evidence
 from trainguard.ledger.blast import BlastRadius, Indicator, PriceTable, blast_radius
@@ -189,6 +189,30 @@ def test_deleted_index_row_does_not_hide_a_run(ledger: Ledger, ledger_url: str) 
     assert affected(result) == {"ft-a": 16.0, "ft-c": 4.0, "eval-a": 0.5, "ongoing": 4.0}
     assert "disagreed" in result.answered_from and result.index_problems
     assert any("derived tables disagree" in c for c in result.caveats)
+
+
+def test_whole_table_checks_fall_back_to_the_ledgers_own_connection(
+    ledger: Ledger, ledger_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Row counts and run totals are read on a second connection while the answer is
+    # computed; where that connection fails, the ledger's own one answers, and a
+    # deleted index row is still found.
+    from trainguard.ledger import blast
+
+    def refuse(url: object, as_of: int) -> None:
+        raise StorageError("no second connection here")
+
+    monkeypatch.setattr(blast, "_read_whole_tables", refuse)
+    clean = radius(ledger, artifacts=(P1X,))
+    assert clean.totals == radius(ledger, artifacts=(P1X,), from_log=True).totals
+    assert clean.answered_from.startswith("derived tables")
+    leaf = raw(ledger_url, "SELECT leaf FROM edges WHERE run_id = 'ft-a' AND direction = 'used'")[
+        0
+    ][0]
+    raw(ledger_url, "DELETE FROM edges WHERE leaf = ?", (leaf,))
+    result = radius(ledger, artifacts=(P1X,))
+    assert "disagreed" in result.answered_from and result.index_problems
+    assert affected(result) == affected(clean)
 
 
 def test_altered_index_row_is_caught_by_the_row_cross_check(
