@@ -309,7 +309,9 @@ def main() -> int:
         log("[capture]")
         results["hashing_gb_per_s"] = bench_hash(args.hash_mb, log)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)  # benchmarks/results/ is not in git
+        out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return 0
 
 
