@@ -291,3 +291,6 @@ def test_batch_walks_refuse_hashes_of_another_size() -> None:
             pieces(4, [0], [bytes(32)], [bytes(32), "x" * 32])
         with pytest.raises(ValueError):
             pieces(4, [0, 1], [bytes(32)], [bytes(32)])
+    # What lies past the hashes the walk takes is the caller's to judge, in both.
+    for pieces in (_speedups.batch_piece_hashes, _fast.py_batch_piece_hashes):
+        assert pieces(4, [0], [bytes(32)], [bytes(32), bytes(32), None])[1] == 2  # type: ignore[list-item]

@@ -106,14 +106,26 @@ def py_edge_fields(datas: list[bytes]) -> list[EdgeFields | None]:
     return out
 
 
-def _piece_leaves(size: int, indexes: list[int]) -> Iterator[tuple[int, int, list[int]]]:
-    """``(level, index, proven leaves relative to the piece)`` of each piece of the tree,
-    left to right, up to the last piece holding one of ``indexes``."""
+def _check_indexes(size: int, indexes: list[int]) -> None:
     previous = -1
     for i in indexes:
         if type(i) is not int or not previous < i < size:
             raise ValueError("indexes must be increasing ints inside the tree")
         previous = i
+
+
+def _take(proof: list[bytes], pos: int) -> bytes:
+    if pos >= len(proof):
+        raise ValueError("the batch proof is too short")
+    h = proof[pos]
+    if type(h) is not bytes or len(h) != 32:
+        raise TypeError("tree hashes must be 32 bytes")
+    return h
+
+
+def _piece_leaves(size: int, indexes: list[int]) -> Iterator[tuple[int, int, list[int]]]:
+    """``(level, index, proven leaves relative to the piece)`` of each piece of the tree,
+    left to right, up to the last piece holding one of ``indexes`` (checked already)."""
     k, n = 0, len(indexes)
     for level, index in decompose(0, size) if n else []:
         if k >= n:
@@ -130,6 +142,7 @@ def py_batch_plan_keys(size: int, indexes: list[int]) -> list[tuple[int, int]]:
     """The ``(level, index)`` of each hash a batch proof of ``indexes`` (increasing, inside
     the tree) lists, in order, up to the last piece holding a proven leaf
     (:mod:`._multiproof` describes the order)."""
+    _check_indexes(size, indexes)
     keys: list[tuple[int, int]] = []
     for level, index, known in _piece_leaves(size, indexes):
         if not known:
@@ -152,19 +165,20 @@ def py_batch_piece_hashes(
     Raises:
         ValueError: the proof is too short (or the indexes are not increasing, inside).
     """
+    _check_indexes(size, indexes)
     if len(hashes) != len(indexes):
         raise ValueError("one hash per index")
-    if any(type(h) is not bytes or len(h) != 32 for h in (*hashes, *proof)):
-        raise TypeError("tree hashes must be 32 bytes")
+    # Each hash is checked where it is used, as the compiled walk does (a proof may
+    # run on past what the walk needs; the caller decides about the rest).
+    for h in hashes:
+        _take([h], 0)
     sha256 = _sha256
     by_index = dict(zip(indexes, hashes, strict=True))
     pos = 0
     out = []
     for level, index, rel in _piece_leaves(size, indexes):
         if not rel:
-            if pos >= len(proof):
-                raise ValueError("the batch proof is too short")
-            out.append(proof[pos])
+            out.append(_take(proof, pos))
             pos += 1
             continue
         lo = index << level
@@ -175,9 +189,7 @@ def py_batch_piece_hashes(
                 if i & 1 and i ^ 1 in known:
                     continue  # combined with its left sibling already
                 if i & 1 or i ^ 1 not in known:
-                    if pos >= len(proof):
-                        raise ValueError("the batch proof is too short")
-                    sibling = proof[pos]
+                    sibling = _take(proof, pos)
                     pos += 1
                 else:
                     sibling = known[i ^ 1]

@@ -88,7 +88,7 @@ def verify_batch(
                 "a batch inclusion proof holds a value that is not a SHA-256 hash",
                 subject=subject,
                 expected=f"{HASH_SIZE} bytes",
-                found=f"{len(value)} bytes",
+                found=f"{len(value)} bytes" if type(value) is bytes else type(value).__name__,
             )
     wanted = sorted(leaves)
     short = LedgerIntegrityError(
