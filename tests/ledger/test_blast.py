@@ -239,6 +239,32 @@ def test_index_row_with_a_leaf_of_another_type_is_caught(ledger: Ledger, ledger_
     assert any("not an entry index" in p for p in result.index_problems)
 
 
+@pytest.mark.parametrize(
+    ("update", "indicator"),
+    [
+        # A blob leaf: out of range for the counts, and not JSON for the probes.
+        ("UPDATE run_hosts SET leaf = x'00' WHERE host = 'gpu-003'", {"hosts": ("gpu-003",)}),
+        # A blob digest: sorting the artifacts would compare bytes with text.
+        (
+            "UPDATE edges SET digest = x'00' WHERE run_id = 'ft-a' AND direction = 'produced'",
+            {"artifacts": (P1X,)},
+        ),
+        # An infinite leaf: JSON has no infinity.
+        ("UPDATE run_hosts SET leaf = 9e999 WHERE host = 'gpu-003'", {"hosts": ("gpu-003",)}),
+    ],
+)
+def test_index_values_of_any_type_fall_back_to_the_log(
+    ledger: Ledger, ledger_url: str, update: str, indicator: dict[str, Any]
+) -> None:
+    if not ledger_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL columns are typed")
+    want = affected(radius(ledger, from_log=True, **indicator))
+    raw(ledger_url, update)
+    result = radius(ledger, **indicator)
+    assert affected(result) == want
+    assert "disagreed" in result.answered_from and result.index_problems
+
+
 def test_report_tampering_is_caught_by_the_auditor(ledger: Ledger, key: SigningKey) -> None:
     report = json.loads(json.dumps(radius(ledger, artifacts=(P1X,)).to_json()))
     verify_evidence(report, [key.public_key], require_signed=True)
@@ -312,6 +338,23 @@ def test_lineage_of_the_poisoned_checkpoint(ledger: Ledger) -> None:
     assert lineage(ledger, "eval-a", down=False).nodes.keys() >= {A1, "ft-a", P1X, "evil", P1}
     with pytest.raises(UsageError):
         lineage(ledger, "no-such-run")
+
+
+def test_lineage_falls_back_to_the_log_over_a_value_of_another_type(
+    ledger: Ledger, ledger_url: str
+) -> None:
+    from trainguard.ledger.lineage import lineage
+
+    if not ledger_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL columns are typed")
+    want = lineage(ledger, P1X)
+    raw(
+        ledger_url,
+        "UPDATE edges SET digest = x'00' WHERE run_id = 'ft-a' AND direction = 'produced'",
+    )
+    graph = lineage(ledger, P1X)
+    assert sorted(graph.edges) == sorted(want.edges) and graph.nodes.keys() == want.nodes.keys()
+    assert "disagreed" in graph.answered_from
 
 
 def test_affected_artifacts_carry_the_file_name_their_producer_recorded(ledger: Ledger) -> None:

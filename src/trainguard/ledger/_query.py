@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any, Protocol
 
 from trainguard.errors import LedgerIntegrityError
@@ -28,6 +29,8 @@ __all__ = [
     "read_checked",
     "used_leaves",
 ]
+
+_by_leaf = itemgetter(0)
 
 #: Entries read per batch when building a :class:`LogIndex`.
 _BATCH = 50_000
@@ -121,6 +124,7 @@ class LogIndex:
         by = self._column(table, column)
         skip = set(held)
         rows = [r for v in set(values) for r in by.get(v, ()) if r[0] not in skip]
+        rows.sort(key=_by_leaf)  # in leaf order, as the storage answers: the same report twice
         self.used.append((table, rows))
         return rows
 

@@ -234,10 +234,16 @@ def _blast_radius(
     else:
         with _WholeTables(ledger, as_of) as whole:
             index = StorageIndex(ledger.storage)
-            result = _compute(
-                index, indicator, as_of, prices, max_clean, max_depth, whole.run_totals
-            )
-            problems = whole.problems()
+            try:
+                result = _compute(
+                    index, indicator, as_of, prices, max_clean, max_depth, whole.run_totals
+                )
+            except (TypeError, ValueError, StorageError) as exc:
+                # A value of another type in a derived row (SQLite keeps any type in
+                # any column) can trip the search over it; the log answers then. (A
+                # bug of the search itself fails again there, and surfaces.)
+                problems.append(f"the derived tables hold a value the search cannot use ({exc})")
+            problems = whole.problems() + problems
         if problems:
             index, result = from_the_log()
     cited = _cited(result)

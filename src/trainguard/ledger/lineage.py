@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from trainguard.errors import UsageError
+from trainguard.errors import StorageError, UsageError
 from trainguard.ledger import _canonical
 from trainguard.ledger._canonical import normalize_digest
 from trainguard.ledger._ledger import Ledger
@@ -197,7 +197,16 @@ def lineage(
     index: Index = (
         LogIndex(ledger.storage, ledger.size()) if problems else StorageIndex(ledger.storage)
     )
-    graph = _walk(index, subject, up=up, down=down, max_nodes=max_nodes, max_depth=max_depth)
+    try:
+        graph = _walk(index, subject, up=up, down=down, max_nodes=max_nodes, max_depth=max_depth)
+    except (TypeError, ValueError, StorageError) as exc:
+        if not isinstance(index, StorageIndex):
+            raise
+        # A value of another type in a derived row (SQLite keeps any type in any
+        # column) can trip the walk over it: the log answers (see blast radius).
+        problems = [f"the derived tables hold a value the walk cannot use ({exc})"]
+        index = LogIndex(ledger.storage, ledger.size())
+        graph = _walk(index, subject, up=up, down=down, max_nodes=max_nodes, max_depth=max_depth)
     if isinstance(index, StorageIndex):
         problems = cross_check(ledger.storage, index.used)
         if problems:

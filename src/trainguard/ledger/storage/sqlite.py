@@ -10,6 +10,7 @@ writer and of the machine (``?synchronous=normal``: of the writer only).
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -30,6 +31,19 @@ CACHE_KIB = 128 * 1024
 #: third of the time verification spends reading entries. A file truncated
 #: under a reader makes that reader fail (SIGBUS), never pass.
 MMAP_BYTES = 1 << 40
+
+
+def _json_list(values: Sequence[Any]) -> str:
+    """``values`` as one JSON array for ``json_each``. Probe values are read back from
+    derived rows, and SQLite keeps any type in any column: a value JSON cannot carry
+    (bytes, NaN, infinity; only a tampered row holds one) stands for nothing, since the
+    row it came from fails the cross-check either way."""
+    return json.dumps(
+        [
+            v if type(v) in (str, int) or (type(v) is float and math.isfinite(v)) else None
+            for v in values
+        ]
+    )
 
 
 class SQLiteStorage(SQLStorage):
@@ -116,7 +130,7 @@ class SQLiteStorage(SQLStorage):
         if values:
             yield from self._execute(
                 sql.replace("IN ({inl})", "IN (SELECT value FROM json_each(?))"),
-                (json.dumps(list(values)),),
+                (_json_list(values),),
             )
 
     def _in_except(
@@ -131,7 +145,7 @@ class SQLiteStorage(SQLStorage):
                     "IN (SELECT value FROM json_each(?))"
                     " AND t.leaf NOT IN (SELECT value FROM json_each(?))",
                 ),
-                (json.dumps(list(values)), json.dumps(list(held))),
+                (_json_list(values), _json_list(held)),
             )
 
     def maintain(self) -> None:
