@@ -114,13 +114,16 @@ def _check_indexes(size: int, indexes: list[int]) -> None:
         previous = i
 
 
-def _take(proof: list[bytes], pos: int) -> bytes:
-    if pos >= len(proof):
-        raise ValueError("the batch proof is too short")
-    h = proof[pos]
+def _hash(h: bytes) -> bytes:
     if type(h) is not bytes or len(h) != 32:
         raise TypeError("tree hashes must be 32 bytes")
     return h
+
+
+def _take(proof: list[bytes], pos: int) -> bytes:
+    if pos >= len(proof):
+        raise ValueError("the batch proof is too short")
+    return _hash(proof[pos])
 
 
 def _piece_leaves(size: int, indexes: list[int]) -> Iterator[tuple[int, int, list[int]]]:
@@ -171,7 +174,7 @@ def py_batch_piece_hashes(
     # Each hash is checked where it is used, as the compiled walk does (a proof may
     # run on past what the walk needs; the caller decides about the rest).
     for h in hashes:
-        _take([h], 0)
+        _hash(h)
     sha256 = _sha256
     by_index = dict(zip(indexes, hashes, strict=True))
     pos = 0

@@ -25,18 +25,33 @@
 static const unsigned char LEAF_PREFIX = 0x00;
 static const unsigned char NODE_PREFIX = 0x01;
 
+/* SHA-256(prefix || a || b) into md (b may be NULL). md may alias a or b: both are
+ * read before md is written. */
+static void
+digest_parts(unsigned char prefix, const void *a, size_t alen, const void *b, size_t blen,
+             unsigned char *md)
+{
+    SHA256_CTX ctx;
+    SHA256_Init(&ctx);
+    SHA256_Update(&ctx, &prefix, 1);
+    SHA256_Update(&ctx, a, alen);
+    if (b != NULL)
+        SHA256_Update(&ctx, b, blen);
+    SHA256_Final(md, &ctx);
+}
+
+static PyObject *
+hash_bytes(const unsigned char *md)
+{
+    return PyBytes_FromStringAndSize((const char *)md, SHA256_DIGEST_LENGTH);
+}
+
 static PyObject *
 hash_parts(unsigned char prefix, const char *a, Py_ssize_t alen, const char *b, Py_ssize_t blen)
 {
     unsigned char md[SHA256_DIGEST_LENGTH];
-    SHA256_CTX ctx;
-    SHA256_Init(&ctx);
-    SHA256_Update(&ctx, &prefix, 1);
-    SHA256_Update(&ctx, a, (size_t)alen);
-    if (b != NULL)
-        SHA256_Update(&ctx, b, (size_t)blen);
-    SHA256_Final(md, &ctx);
-    return PyBytes_FromStringAndSize((const char *)md, SHA256_DIGEST_LENGTH);
+    digest_parts(prefix, a, (size_t)alen, b, (size_t)blen, md);
+    return hash_bytes(md);
 }
 
 PyDoc_STRVAR(leaf_hashes_doc,
@@ -462,12 +477,18 @@ take_hash(PyObject *seq, Py_ssize_t *pos, unsigned char *dst)
 static void
 node(const unsigned char *l, const unsigned char *r, unsigned char *dst)
 {
-    SHA256_CTX ctx;
-    SHA256_Init(&ctx);
-    SHA256_Update(&ctx, &NODE_PREFIX, 1);
-    SHA256_Update(&ctx, l, SHA256_DIGEST_LENGTH);
-    SHA256_Update(&ctx, r, SHA256_DIGEST_LENGTH);
-    SHA256_Final(dst, &ctx);
+    digest_parts(NODE_PREFIX, l, SHA256_DIGEST_LENGTH, r, SHA256_DIGEST_LENGTH, dst);
+}
+
+static int
+append_hash(PyObject *out, const unsigned char *md)
+{
+    PyObject *b = hash_bytes(md);
+    if (b == NULL)
+        return -1;
+    int err = PyList_Append(out, b);
+    Py_DECREF(b);
+    return err;
 }
 
 static int
@@ -512,14 +533,8 @@ walk(long long size, const long long *idx, Py_ssize_t n, PyObject *hashes, PyObj
                     goto fail;
             } else {
                 unsigned char h[SHA256_DIGEST_LENGTH];
-                if (take_hash(proof, used, h) < 0)
+                if (take_hash(proof, used, h) < 0 || append_hash(out, h) < 0)
                     goto fail;
-                PyObject *b = PyBytes_FromStringAndSize((const char *)h, SHA256_DIGEST_LENGTH);
-                if (b == NULL || PyList_Append(out, b) < 0) {
-                    Py_XDECREF(b);
-                    goto fail;
-                }
-                Py_DECREF(b);
             }
             continue;
         }
@@ -554,14 +569,8 @@ walk(long long size, const long long *idx, Py_ssize_t n, PyObject *hashes, PyObj
             }
             m = w;
         }
-        if (hashes != NULL) {
-            PyObject *b = PyBytes_FromStringAndSize((const char *)cur[0].h, SHA256_DIGEST_LENGTH);
-            if (b == NULL || PyList_Append(out, b) < 0) {
-                Py_XDECREF(b);
-                goto fail;
-            }
-            Py_DECREF(b);
-        }
+        if (hashes != NULL && append_hash(out, cur[0].h) < 0)
+            goto fail;
     }
     PyMem_Free(cur);
     return 0;
