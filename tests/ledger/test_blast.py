@@ -227,6 +227,38 @@ def test_altered_index_row_is_caught_by_the_row_cross_check(
     assert "ft-c" in affected(result) and result.index_problems
 
 
+@pytest.mark.parametrize(
+    "update",
+    [
+        # An affected run's edge, its direction flipped in the index only.
+        "UPDATE edges SET direction = 'used' WHERE run_id = 'ft-a' AND direction = 'produced'",
+        # An affected run's edge row pointing at another entry (a run record).
+        "UPDATE edges SET leaf = (SELECT MIN(leaf) FROM runs)"
+        " WHERE run_id = 'ft-a' AND direction = 'produced'",
+    ],
+)
+def test_altered_edge_rows_of_affected_runs_are_caught(
+    ledger: Ledger, ledger_url: str, update: str
+) -> None:
+    # An affected run's edges are read with their entries and checked against them
+    # as they are read: a row that says something else is reported and the log answers.
+    want = radius(ledger, artifacts=(P1X,), from_log=True)
+    raw(ledger_url, update)
+    result = radius(ledger, artifacts=(P1X,))
+    assert "disagreed" in result.answered_from and result.index_problems
+    assert affected(result) == affected(want)
+    assert result.affected_artifacts == want.affected_artifacts
+
+
+def test_an_altered_entry_of_an_affected_run_fails_closed(ledger: Ledger, ledger_url: str) -> None:
+    leaf = raw(
+        ledger_url, "SELECT leaf FROM edges WHERE run_id = 'ft-a' AND direction = 'produced'"
+    )
+    raw(ledger_url, "UPDATE entries SET data = ? WHERE leaf = ?", (b'{"kind":"edge"}', leaf[0][0]))
+    with pytest.raises(LedgerIntegrityError, match="damaged"):
+        radius(ledger, artifacts=(P1X,))
+
+
 def test_index_row_with_a_leaf_of_another_type_is_caught(ledger: Ledger, ledger_url: str) -> None:
     # SQLite keeps any type in a column that is not the rowid: a fractional leaf stays
     # in range for the row-count check and must still fail the cross-check, not crash it.

@@ -145,6 +145,82 @@ def test_edge_fields_agree(datas: list[Any]) -> None:
     assert _speedups.edge_fields(datas) == _fast.py_edge_fields(datas)
 
 
+def _joined(leaf: Any, data: Any, *, said: Any = None, stored: Any = None) -> tuple[Any, ...]:
+    """A row of the edges-entries join: the row's columns, then its entry's."""
+    run_id, direction, digest, kind = said or ("r1", "used", "sha256:00", "checkpoint")
+    if stored is None and isinstance(data, bytes):
+        stored = _merkle.leaf_hash(data)
+    return (leaf, run_id, direction, digest, kind, "edge", data, stored)
+
+
+def test_checked_edges_pass_only_rows_their_intact_entry_says() -> None:
+    without_name = PLAIN.replace(b',"name":"a.pt"', b"")
+    rows: list[tuple[Any, ...]] = [
+        _joined(0, PLAIN),
+        _joined(1, without_name),
+        _joined(2, PLAIN, said=("r2", "used", "sha256:00", "checkpoint")),  # run_id altered
+        _joined(3, PLAIN, said=("r1", "produced", "sha256:00", "checkpoint")),  # direction
+        _joined(4, PLAIN, said=("r1", "used", "sha256:01", "checkpoint")),  # digest
+        _joined(5, PLAIN, said=("r1", "used", "sha256:00", "dataset")),  # artifact kind
+        _joined(6, PLAIN, said=("r1", "used", b"sha256:00", "checkpoint")),  # a blob column
+        _joined(7, PLAIN, stored=b"\x00" * 32),  # the entry was altered
+        _joined(8, None),  # no entry has that leaf
+        _joined(9, PLAIN.replace(b'"r1"', b'"r\\u0031"')),  # valid, not canonical
+        _joined(10.0, PLAIN),  # a leaf of another type
+        (11, "r1", "used", "sha256:00", "checkpoint", "run", PLAIN, _merkle.leaf_hash(PLAIN)),
+    ]
+    for checked_edges in (_fast.checked_edges, _fast.py_checked_edges):
+        checked: dict[Any, tuple[bytes, bytes | None]] = {}
+        edges, others = checked_edges(rows, checked)
+        assert edges == [
+            (0, "r1", "used", "sha256:00", "checkpoint", "a.pt"),
+            (1, "r1", "used", "sha256:00", "checkpoint", None),
+        ]
+        assert others == list(range(2, 12))
+        # Every entry read is recorded for the evidence, an altered one without its hash.
+        assert sorted(checked) == [0, 1, 2, 3, 4, 5, 6, 7, 9, 11]
+        assert checked[7] == (PLAIN, None) and checked[0] == (PLAIN, _merkle.leaf_hash(PLAIN))
+
+
+@st.composite
+def _join_row(draw: st.DrawFn) -> tuple[Any, ...]:
+    data = draw(st.one_of(_entry_bytes(), st.just(PLAIN), st.just("text"), st.none()))
+    try:
+        entry = json.loads(data)
+        said = tuple(entry.get(k) for k in ("run_id", "direction", "digest", "artifact_kind"))
+    except (TypeError, ValueError, AttributeError):
+        said = ("r1", "used", "sha256:00", "checkpoint")
+    if draw(st.booleans()):  # one column altered
+        k = draw(st.integers(0, 3))
+        said = (
+            *said[:k],
+            draw(st.one_of(_small, st.binary(max_size=3), st.none())),
+            *said[k + 1 :],
+        )
+    leaf = draw(st.one_of(st.integers(0, 2**40), st.integers(0, 2**40), st.floats(), st.none()))
+    stored = draw(st.one_of(st.none(), st.binary(min_size=32, max_size=32), st.just("x")))
+    row = _joined(leaf, data, said=said, stored=stored)
+    return (*row[:5], draw(st.sampled_from(["edge", "edge", "run", None])), *row[6:])
+
+
+@compiled
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(_join_row(), max_size=8))
+def test_checked_edges_agree(rows: list[tuple[Any, ...]]) -> None:
+    c_checked: dict[Any, Any] = {}
+    py_checked: dict[Any, Any] = {}
+    assert _speedups.checked_edges(rows, c_checked) == _fast.py_checked_edges(rows, py_checked)
+    assert c_checked == py_checked
+
+
+@compiled
+def test_checked_edges_reject_what_is_not_a_list_and_a_dict() -> None:
+    with pytest.raises(TypeError):
+        _speedups.checked_edges((), {})  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        _speedups.checked_edges([], [])  # type: ignore[arg-type]
+
+
 def test_edge_fields_read_the_name() -> None:
     without = PLAIN.replace(b',"name":"a.pt"', b"")
     for fields in (_fast.edge_fields, _fast.py_edge_fields):

@@ -244,6 +244,19 @@ def test_select_answers_in_leaf_order_and_leaves_out_held_rows(ledger_url: str) 
         assert store.select("edges", "digest", digests, held=[10**9]) == sorted(produced + readers)
 
 
+def test_edge_entries_bring_each_edges_row_with_its_entry(ledger_url: str) -> None:
+    with Ledger.open(ledger_url, create=True) as ledger:
+        ledger.append(_records(30))
+        store = ledger.storage
+        runs = [f"r{i}" for i in range(0, 30, 3)]
+        joined = store.edge_entries([*runs, "nope", *runs])
+        # The edges rows select() gives, in leaf order, each with its stored entry.
+        assert [r[:5] for r in joined] == store.select("edges", "run_id", runs)
+        entries = {e[0]: e for e in store.entries_at([r[0] for r in joined])}
+        assert [r[5:] for r in joined] == [entries[r[0]][1:] for r in joined]
+        assert store.edge_entries([]) == []
+
+
 def test_newest_runs_pages_each_run_by_its_first_record(ledger_url: str) -> None:
     with Ledger.open(ledger_url, create=True) as ledger:
         ledger.append(
@@ -276,3 +289,36 @@ def test_signed_heads_round_trip(ledger_url: str) -> None:
         assert ledger.latest_signed_head() == second
         second.verify([key.public_key])
         assert second.root == ledger.root_at(5) and second.origin == ledger.origin
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "values",
+    [
+        [0, 1, -1, 2**63 - 1, -(2**63), 7, 7],
+        ["sha256:00", "", "é€😀", "a,b", '"{}"', "NULL"],
+    ],
+)
+def test_postgres_array_parameters_arrive_as_sent(postgres_url: str, values: list) -> None:
+    # Probe lists are encoded in PostgreSQL's binary array format by trainguard, not
+    # by psycopg's (slow) list dumper: the server must read back exactly the values.
+    from trainguard.ledger.storage.postgres import array_param
+
+    store = open_storage(postgres_url)
+    try:
+        store.init("test")
+        param = array_param(values)
+        assert type(param) is not list  # encoded here
+        rows = store._execute(
+            "SELECT v FROM unnest(%b) WITH ORDINALITY AS u(v, i) ORDER BY i", (param,)
+        )
+        assert [r[0] for r in rows] == values
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("values", [[], [1, "a"], [True, 1], [2**63], [None], ["\ud800"], [1.5]])
+def test_array_parameters_psycopg_must_judge_go_to_it_unchanged(values: list) -> None:
+    from trainguard.ledger.storage.postgres import array_param
+
+    assert array_param(values) == values and type(array_param(values)) is list

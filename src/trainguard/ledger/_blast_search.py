@@ -24,7 +24,8 @@ class Search:
         self.as_of = as_of
         self.max_depth = max_depth
         self.reasons: dict[str, list[Reason]] = defaultdict(list)
-        self.artifacts: dict[str, dict[str, Any]] = {}
+        #: digest -> [depth, artifact kind, file name, producing runs, producing edges]
+        self.artifacts: dict[str, list[Any]] = {}
         self.sources: list[dict[str, Any]] = []
         self.facts: dict[str, RunFacts] = {}
 
@@ -49,7 +50,7 @@ class Search:
                     {"digest": digest, "produced_by": run_id, "kind": kind, "entries": [leaf]}
                 )
         for digest in content:
-            self.artifacts.setdefault(digest, {"depth": 0, "producers": [], "entries": []})
+            self.artifacts.setdefault(digest, [0, None, None, [], []])
         for leaf, digest, kind in idx.select("artifacts", "digest", content):
             self.sources.append({"digest": digest, "registered_as": kind, "entries": [leaf]})
         if ind.files:
@@ -131,41 +132,35 @@ class Search:
         depth = 0
         while frontier and (self.max_depth is None or depth < self.max_depth):
             depth += 1
-            produced = [
-                r for r in self.index.select("edges", "run_id", frontier) if r[2] == "produced"
-            ]
-            new: dict[str, list[tuple[int, str]]] = {}
+            produced = [r for r in self.index.run_edges(frontier) if r[2] == "produced"]
+            new: dict[str, tuple[int, str]] = {}  # digest -> its first producing edge
             artifacts = self.artifacts
-            for leaf, run_id, _d, digest, kind in produced:
-                found = new.get(digest)
-                if found is None:
-                    if digest in artifacts:
-                        continue  # reached at a smaller depth (or the indicator itself)
-                    artifacts[digest] = {
-                        "depth": depth,
-                        "producers": [run_id],
-                        "entries": [leaf],
-                        "kind": kind,
-                    }
-                    new[digest] = [(leaf, run_id)]
-                else:
-                    info = artifacts[digest]
-                    info["producers"].append(run_id)
-                    info["entries"].append(leaf)
-                    found.append((leaf, run_id))
+            for leaf, run_id, _d, digest, kind, name in produced:
+                info = artifacts.get(digest)
+                if info is None:
+                    artifacts[digest] = [depth, kind, name, [run_id], [leaf]]
+                    new[digest] = (leaf, run_id)
+                elif digest in new:  # another producer at this depth
+                    info[3].append(run_id)
+                    info[4].append(leaf)
+                    if info[2] is None:
+                        info[2] = name  # the file name the first named producer recorded
+                # else: reached at a smaller depth (or the indicator itself)
             next_frontier: set[str] = set()
+            reasons = self.reasons
             # The produced rows in hand are not fetched again: only their readers are new.
             readers = self.index.select("edges", "digest", new, held=[r[0] for r in produced])
-            for leaf, run_id, _d, digest, _k in readers:
-                if _d != "used" or not new[digest]:
+            for leaf, run_id, direction, digest, _k in readers:
+                first = new.get(digest)
+                if direction != "used" or first is None:
                     continue
-                p_leaf, parent = new[digest][0]
+                p_leaf, parent = first
                 if parent == run_id:
                     continue
-                if run_id not in self.reasons:
+                if run_id not in reasons:
                     next_frontier.add(run_id)
-                if len(self.reasons[run_id]) < _MAX_REASONS:
-                    self.reasons[run_id].append(
+                if len(reasons[run_id]) < _MAX_REASONS:
+                    reasons[run_id].append(
                         Reason(
                             f"used {digest}, produced by affected run {parent}",
                             (p_leaf, leaf),

@@ -27,6 +27,7 @@ __all__ = [
     "COMPILED",
     "batch_piece_hashes",
     "batch_plan_keys",
+    "checked_edges",
     "edge_fields",
     "edge_rows",
     "gc_paused",
@@ -38,6 +39,12 @@ __all__ = [
 EdgeRow = tuple[Any, ...]
 #: ``(artifact_kind, digest, direction, name or None, run_id)`` of an edge entry.
 EdgeFields = tuple[Any, ...]
+#: ``(leaf, run_id, direction, digest, artifact_kind, name or None)``: an edges
+#: row that its entry was checked to say, with the entry's file name.
+CheckedEdge = tuple[Any, ...]
+#: Entries read and hashed, by leaf: ``(data, leaf hash or None where it differs
+#: from the stored one)``.
+CheckedEntries = dict[Any, tuple[bytes, "bytes | None"]]
 
 _sha256 = hashlib.sha256
 
@@ -104,6 +111,49 @@ def py_edge_fields(datas: list[bytes]) -> list[EdgeFields | None]:
                 fast = match(data.decode("utf-8"))
         out.append(None if fast is None else fast.groups())
     return out
+
+
+def py_checked_edges(
+    rows: list[tuple[Any, ...]], checked: CheckedEntries
+) -> tuple[list[CheckedEdge], list[int]]:
+    """Edges rows checked against their entries, in one pass over the rows of a join
+    ``(leaf, run_id, direction, digest, artifact_kind, entry kind, data, leaf_hash)``.
+
+    Sets ``checked[leaf] = (data, leaf_hash or None)`` (``None`` where the entry's
+    hash differs from the stored one) for every row with an int leaf and bytes data.
+    Returns ``(edges, others)``: the rows whose entry is intact, is an edge entry in
+    its canonical form (:data:`~trainguard.ledger._index.EDGE_FAST`) and says exactly
+    what the row says, each with the entry's ``name``, in row order; and the
+    positions of all other rows, which need the full checks.
+    """
+    edges: list[CheckedEdge] = []
+    others: list[int] = []
+    match = EDGE_FAST
+    for i, row in enumerate(rows):
+        edge = None
+        if type(row) is tuple and len(row) == 8 and type(row[0]) is int and type(row[6]) is bytes:
+            leaf, run_id, direction, digest, kind, entry_kind, data, stored = row
+            intact = type(stored) is bytes and _sha256(b"\x00" + data).digest() == stored
+            checked[leaf] = (data, stored if intact else None)
+            fast = None
+            if intact and entry_kind == "edge":
+                with contextlib.suppress(UnicodeDecodeError):  # the full checks report it
+                    fast = match(data.decode("utf-8"))
+            if fast is not None:
+                f_kind, f_digest, f_direction, name, f_run = fast.groups()
+                said = (run_id, direction, digest, kind)
+                if all(type(v) is str for v in said) and said == (
+                    f_run,
+                    f_direction,
+                    f_digest,
+                    f_kind,
+                ):
+                    edge = (leaf, run_id, direction, digest, kind, name)
+        if edge is None:
+            others.append(i)
+        else:
+            edges.append(edge)
+    return edges, others
 
 
 def _check_indexes(size: int, indexes: list[int]) -> None:
@@ -207,6 +257,9 @@ leaf_hashes: Callable[[list[bytes]], list[bytes]] = py_leaf_hashes
 perfect_levels: Callable[[Sequence[bytes]], list[list[bytes]]] = py_perfect_levels
 edge_rows: Callable[[list[tuple[Any, ...]]], tuple[list[EdgeRow], list[int]]] = py_edge_rows
 edge_fields: Callable[[list[bytes]], list[EdgeFields | None]] = py_edge_fields
+checked_edges: Callable[
+    [list[tuple[Any, ...]], CheckedEntries], tuple[list[CheckedEdge], list[int]]
+] = py_checked_edges
 batch_plan_keys: Callable[[int, list[int]], list[tuple[int, int]]] = py_batch_plan_keys
 batch_piece_hashes: Callable[
     [int, list[int], list[bytes], list[bytes]], tuple[list[bytes], int]
@@ -223,6 +276,7 @@ if os.environ.get("TRAINGUARD_PURE_PYTHON", "") in ("", "0"):
         perfect_levels = _speedups.perfect_levels
         edge_rows = _speedups.edge_rows
         edge_fields = _speedups.edge_fields
+        checked_edges = _speedups.checked_edges
         batch_plan_keys = _speedups.batch_plan_keys
         batch_piece_hashes = _speedups.batch_piece_hashes
         COMPILED = True

@@ -49,6 +49,11 @@ class Index(Protocol):
         ``held``: rows this index handed out already (the caller vouches for that)."""
         ...
 
+    def run_edges(self, run_ids: Collection[str]) -> list[_fast.CheckedEdge]:
+        """The ``edges`` rows of ``run_ids``, each with its entry's file name:
+        ``(leaf, run_id, direction, digest, artifact_kind, name or None)``, by leaf."""
+        ...
+
     def runs_in_window(self, start: int, stop: int) -> list[tuple[Any, ...]]: ...
 
     def runs_started(self, start: int, stop: int, limit: int) -> list[tuple[Any, ...]]: ...
@@ -62,6 +67,8 @@ class StorageIndex:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         self.used: list[tuple[str, list[tuple[Any, ...]]]] = []
+        #: Entries read (and hashed) along with the rows that name them.
+        self.checked: Checked = {}
 
     def _note(self, table: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         self.used.append((table, rows))
@@ -73,6 +80,23 @@ class StorageIndex:
         if not values:
             return []
         return self._note(table, self.storage.select(table, column, values, held=held))
+
+    def run_edges(self, run_ids: Collection[str]) -> list[_fast.CheckedEdge]:
+        # The rows come with their entries (the bulk of what a large answer proves),
+        # and each is checked against its entry as it is read, in one compiled pass.
+        if not run_ids:
+            return []
+        rows = self.storage.edge_entries(run_ids)
+        edges, others = _fast.checked_edges(rows, self.checked)
+        if others:
+            # Rows that pass must say what their intact, canonical entry says; the
+            # rest go to the full row cross-check, which names what is wrong (or
+            # accepts an entry in another valid form).
+            odd = [rows[i] for i in others]
+            self._note("edges", [r[:5] for r in odd])
+            edges.extend((*r[:5], _name_of(r[6])) for r in odd)
+            edges.sort(key=_by_leaf)
+        return edges
 
     def runs_in_window(self, start: int, stop: int) -> list[tuple[Any, ...]]:
         return self._note("runs", self.storage.runs_in_window(start, stop))
@@ -91,6 +115,7 @@ class LogIndex:
         self.used: list[tuple[str, list[tuple[Any, ...]]]] = []
         self._tables: dict[str, list[tuple[Any, ...]]] = {t: [] for t in TABLES}
         self._by: dict[tuple[str, str], dict[Any, list[tuple[Any, ...]]]] = {}
+        self._names: dict[int, str] = {}
         expected = 0
         for start in range(0, size, _BATCH):
             for leaf, _kind, data, stored in storage.entries(start, min(start + _BATCH, size)):
@@ -101,8 +126,11 @@ class LogIndex:
                         hint="run `trainguard ledger verify` to locate the damage",
                     )
                 expected += 1
-                for table, values in rows_of(_canonical.decode(data, strict=False)):
+                entry = _canonical.decode(data, strict=False)
+                for table, values in rows_of(entry):
                     self._tables[table].append((leaf, *values))
+                    if table == "edges" and isinstance(name := entry.get("name"), str):
+                        self._names[leaf] = name
         if expected != size:
             raise LedgerIntegrityError(
                 "entries are missing from the log", subject=f"entry {expected}"
@@ -127,6 +155,10 @@ class LogIndex:
         rows.sort(key=_by_leaf)  # in leaf order, as the storage answers: the same report twice
         self.used.append((table, rows))
         return rows
+
+    def run_edges(self, run_ids: Collection[str]) -> list[_fast.CheckedEdge]:
+        names = self._names
+        return [(*r, names.get(r[0])) for r in self.select("edges", "run_id", run_ids)]
 
     def runs_in_window(self, start: int, stop: int) -> list[tuple[Any, ...]]:
         rows = [r for r in self._tables["runs"] if r[6] < stop and (r[7] is None or r[7] >= start)]
@@ -157,7 +189,17 @@ _SCANNER: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  
 
 #: Entries by leaf: ``(data, leaf hash)``, the hash recomputed from the data, or
 #: ``None`` where it differs from the stored one (the entry was altered).
-Checked = dict[int, tuple[bytes, bytes | None]]
+Checked = _fast.CheckedEntries
+
+
+def _name_of(data: Any) -> str | None:
+    """The ``name`` an entry records, or ``None`` (also for anything not an entry)."""
+    try:
+        entry = _SCANNER(data.decode("utf-8"), 0)[0]
+    except (AttributeError, ValueError, StopIteration):
+        return None
+    name = entry.get("name") if isinstance(entry, dict) else None
+    return name if isinstance(name, str) else None
 
 
 def read_checked(storage: Storage, leaves: Collection[int]) -> Checked:

@@ -410,6 +410,125 @@ fail:
     return NULL;
 }
 
+/* 1 when a row's column is a str whose UTF-8 is exactly s[0:n], else 0. */
+static int
+column_is(PyObject *col, const char *s, Py_ssize_t n)
+{
+    if (!PyUnicode_Check(col))
+        return 0;
+    Py_ssize_t len;
+    const char *u = PyUnicode_AsUTF8AndSize(col, &len);
+    if (u == NULL) { /* a lone surrogate: no entry says that */
+        PyErr_Clear();
+        return 0;
+    }
+    return len == n && memcmp(u, s, (size_t)n) == 0;
+}
+
+/* The checked edge of one joined row: (leaf, run_id, direction, digest,
+ * artifact_kind, name) when the entry is intact, a canonical edge entry, and says
+ * what the row says; NULL without an exception otherwise. Records the entry in
+ * checked first (see checked_edges). */
+static PyObject *
+checked_edge(PyObject *row, PyObject *checked)
+{
+    if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != 8)
+        return NULL;
+    PyObject *leaf = PyTuple_GET_ITEM(row, 0), *kind = PyTuple_GET_ITEM(row, 5);
+    PyObject *data = PyTuple_GET_ITEM(row, 6), *stored = PyTuple_GET_ITEM(row, 7);
+    if (!PyLong_CheckExact(leaf) || !PyBytes_Check(data))
+        return NULL;
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    digest_parts(LEAF_PREFIX, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data), NULL, 0,
+                 md);
+    int intact = PyBytes_Check(stored) && PyBytes_GET_SIZE(stored) == SHA256_DIGEST_LENGTH
+                 && memcmp(PyBytes_AS_STRING(stored), md, SHA256_DIGEST_LENGTH) == 0;
+    PyObject *pair = PyTuple_Pack(2, data, intact ? stored : Py_None);
+    if (pair == NULL)
+        return NULL;
+    int err = PyDict_SetItem(checked, leaf, pair);
+    Py_DECREF(pair);
+    if (err < 0)
+        return NULL;
+    EdgeFields f;
+    if (!intact || !PyUnicode_Check(kind) || PyUnicode_CompareWithASCIIString(kind, "edge") != 0
+        || !parse_edge(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), &f))
+        return NULL;
+    /* row columns 1-4: run_id, direction, digest, artifact_kind */
+    const int field[4] = {3, 2, 1, 0};
+    for (int k = 0; k < 4; k++)
+        if (!column_is(PyTuple_GET_ITEM(row, k + 1), f.s[field[k]], f.n[field[k]]))
+            return NULL;
+    PyObject *name = Py_None;
+    if (f.name != NULL) {
+        name = PyUnicode_DecodeUTF8(f.name, f.name_len, "strict");
+        if (name == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+                PyErr_Clear(); /* not UTF-8: the Python path reports it */
+            return NULL;
+        }
+    } else {
+        Py_INCREF(name);
+    }
+    PyObject *edge = PyTuple_New(6);
+    if (edge == NULL) {
+        Py_DECREF(name);
+        return NULL;
+    }
+    for (int k = 0; k < 5; k++) {
+        PyObject *v = PyTuple_GET_ITEM(row, k);
+        Py_INCREF(v);
+        PyTuple_SET_ITEM(edge, k, v);
+    }
+    PyTuple_SET_ITEM(edge, 5, name);
+    return edge;
+}
+
+PyDoc_STRVAR(checked_edges_doc,
+"checked_edges(rows, checked, /)\n--\n\n"
+"Edges rows checked against their entries, in one pass over the rows of a join\n"
+"(leaf, run_id, direction, digest, artifact_kind, entry kind, data, leaf_hash).\n\n"
+"Sets checked[leaf] = (data, leaf_hash, or None where SHA-256(0x00 || data)\n"
+"differs from it) for every row with an int leaf and bytes data. Returns\n"
+"(edges, others): edges holds (leaf, run_id, direction, digest, artifact_kind,\n"
+"name or None) for each row whose entry is intact, is an edge entry in its one\n"
+"canonical form and says exactly what the row says, in row order; others holds\n"
+"the positions of every other row, for the full checks.");
+
+static PyObject *
+checked_edges(PyObject *module, PyObject *args)
+{
+    PyObject *rows, *checked;
+    if (!PyArg_ParseTuple(args, "O!O!:checked_edges", &PyList_Type, &rows, &PyDict_Type,
+                          &checked))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    PyObject *edges = PyList_New(0), *others = PyList_New(0);
+    if (edges == NULL || others == NULL)
+        goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *edge = checked_edge(PyList_GET_ITEM(rows, i), checked);
+        if (edge == NULL && PyErr_Occurred())
+            goto fail;
+        int err;
+        if (edge != NULL) {
+            err = PyList_Append(edges, edge);
+            Py_DECREF(edge);
+        } else {
+            PyObject *pos = PyLong_FromSsize_t(i);
+            err = pos == NULL ? -1 : PyList_Append(others, pos);
+            Py_XDECREF(pos);
+        }
+        if (err < 0)
+            goto fail;
+    }
+    return Py_BuildValue("(NN)", edges, others);
+fail:
+    Py_XDECREF(edges);
+    Py_XDECREF(others);
+    return NULL;
+}
+
 /* ---- batch inclusion proofs (trainguard.ledger._multiproof) ------------------------
  *
  * The walk of a batch proof over the pieces of a tree (the perfect subtrees of
@@ -644,6 +763,7 @@ static PyMethodDef methods[] = {
     {"perfect_levels", perfect_levels, METH_O, perfect_levels_doc},
     {"edge_rows", edge_rows, METH_O, edge_rows_doc},
     {"edge_fields", edge_fields, METH_O, edge_fields_doc},
+    {"checked_edges", checked_edges, METH_VARARGS, checked_edges_doc},
     {"batch_plan_keys", batch_plan_keys, METH_VARARGS, batch_plan_keys_doc},
     {"batch_piece_hashes", batch_piece_hashes, METH_VARARGS, batch_piece_hashes_doc},
     {NULL, NULL, 0, NULL},

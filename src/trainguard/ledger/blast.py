@@ -20,7 +20,6 @@ the report says so. A deleted or forged index row cannot hide a run.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -55,8 +54,6 @@ from trainguard.ledger._query import (
 from trainguard.ledger.storage import LedgerURL, open_storage
 from trainguard.ledger.verify import check_index_counts
 
-_SCANNER: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
-
 __all__ = [
     "DEFAULT_PRICES",
     "AffectedArtifact",
@@ -75,11 +72,6 @@ def _cost(facts: RunFacts, prices: PriceTable) -> float | None:
     return None if price is None else price * facts.gpu_hours
 
 
-#: An affected artifact before its file name is known:
-#: ``(digest, kind, depth, producers, used_by, entries)``.
-_Pending = tuple[str, "str | None", int, tuple[str, ...], int, tuple[int, ...]]
-
-
 #: ``(accelerator type, runs, GPU-seconds)`` of every run in the ledger.
 _RunTotals = list[tuple[str, int, int]]
 
@@ -92,7 +84,7 @@ def _compute(
     max_clean: int,
     max_depth: int | None,
     run_totals: Callable[[], _RunTotals],
-) -> tuple[Search, list[AffectedRun], list[_Pending], list[CleanRun], dict[str, Any]]:
+) -> tuple[Search, list[AffectedRun], list[AffectedArtifact], list[CleanRun], dict[str, Any]]:
     search = Search(index, indicator, as_of, max_depth)
     search.seeds()
     search.closure()
@@ -109,21 +101,23 @@ def _compute(
         for reason in run.reasons:
             if reason.via:
                 used_by[reason.via] += 1
-    # Built as AffectedArtifact once their file names are known (after the evidence is read).
-    artifacts: list[_Pending] = [
-        (
-            digest,
-            info.get("kind"),
-            info["depth"],
-            tuple(dict.fromkeys(producers))
-            if len(producers := info["producers"]) > 1
-            else tuple(producers),
-            used_by.get(digest, 0),
-            tuple(info["entries"]),
+    new = tuple.__new__  # AffectedArtifact's own __new__ is Python: 10^5 calls
+    artifacts = [
+        new(
+            AffectedArtifact,
+            (
+                digest,
+                kind,
+                name,
+                depth,
+                tuple(dict.fromkeys(producers)) if len(producers) > 1 else tuple(producers),
+                used_by.get(digest, 0),
+                tuple(entries),
+            ),
         )
-        for digest, info in search.artifacts.items()
+        for digest, (depth, kind, name, producers, entries) in search.artifacts.items()
     ]
-    artifacts.sort(key=itemgetter(2, 0))
+    artifacts.sort(key=itemgetter(3, 0))  # depth, digest
     clean = search.clean_runs(facts, max_clean)
     totals = _totals(run_totals(), affected, prices)
     return search, affected, artifacts, clean, totals
@@ -162,7 +156,7 @@ def _totals(
 
 
 def _cited(
-    result: tuple[Search, list[AffectedRun], list[_Pending], list[CleanRun], Any],
+    result: tuple[Search, list[AffectedRun], list[AffectedArtifact], list[CleanRun], Any],
 ) -> set[int]:
     """Every entry a claim of the answer rests on."""
     search, affected, artifacts, clean, _ = result
@@ -171,7 +165,7 @@ def _cited(
         cited.update(e for r in a.reasons for e in r.entries)
         cited.update(e for e in (a.facts.entry, *a.facts.end_entries) if e is not None)
     for art in artifacts:
-        cited.update(art[5])
+        cited.update(art.entries)
     for c in clean:
         cited.update(c.entries)
     for s in search.sources:
@@ -249,16 +243,19 @@ def _blast_radius(
     cited = _cited(result)
     fetched: Checked | None = None
     if isinstance(index, StorageIndex):
-        # One read (and one leaf hash per entry) serves the row cross-check and the evidence.
+        # The entries the edge rows came with, and one more read (one leaf hash per
+        # entry) for the rest, serve the row cross-check and the evidence.
+        fetched = index.checked
         leaves = {v for v in used_leaves(index.used) if type(v) is int}  # others: tampered
-        fetched = read_checked(ledger.storage, cited | leaves)
+        fetched.update(
+            read_checked(ledger.storage, [v for v in cited | leaves if v not in fetched])
+        )
         problems = cross_check(ledger.storage, index.used, fetched)
         if problems:
             index, result = from_the_log()
             cited, fetched = _cited(result), None
-    search, affected, pending, clean, totals = result
+    search, affected, artifacts, clean, totals = result
     evidence = collect_evidence(ledger, cited, head, fetched)
-    artifacts = _named(pending, evidence)
     caveats = _caveats(evidence, affected, totals, index, problems)
     answered = (
         "derived tables (cross-checked with the log)"
@@ -323,37 +320,6 @@ def _read_whole_tables(url: LedgerURL, as_of: int) -> tuple[list[str], _RunTotal
         return check_index_counts(storage), storage.run_totals(as_of)
     finally:
         storage.close()
-
-
-def _named(artifacts: list[_Pending], evidence: Evidence) -> list[AffectedArtifact]:
-    """The affected artifacts, each with the file name its cited entries recorded (a
-    produced edge's or a registration's ``name``), so a reader sees which file, not only
-    which digest."""
-    out = []
-    scan = _SCANNER  # the C scanner: json.loads' checks cost more than these small entries
-    entries = evidence.entries
-    # Canonical edge entries (nearly all) are read in one batch without a dict each.
-    cited = [leaf for *_, leaves in artifacts for leaf in leaves]
-    fields_of = _fast.edge_fields([entries.get(leaf, b"") for leaf in cited])
-    edges = dict(zip(cited, fields_of, strict=True))
-    for digest, kind, depth, producers, used_by, leaves in artifacts:
-        name = None
-        for leaf in leaves:
-            fields = edges[leaf]  # (kind, digest, direction, name, run_id)
-            if fields is None:
-                data = entries.get(leaf)
-                if data is None or b'"name":' not in data:
-                    continue
-                entry = scan(data.decode("utf-8"), 0)[0]
-                if not isinstance(entry, dict):
-                    continue
-                fields = (None, entry.get("digest"), entry.get("direction"), entry.get("name"))
-            if fields[1] == digest and isinstance(fields[3], str):
-                name = fields[3]
-                if fields[2] != "used":
-                    break  # the producer's (or registrar's) name wins over a reader's
-        out.append(AffectedArtifact(digest, kind, name, depth, producers, used_by, leaves))
-    return out
 
 
 def _caveats(

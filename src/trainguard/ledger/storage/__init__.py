@@ -152,6 +152,12 @@ class Storage(Protocol):
         except those whose leaf is in ``held`` (rows the caller already has)."""
         ...
 
+    def edge_entries(self, run_ids: Collection[str]) -> list[tuple[Any, ...]]:
+        """The ``edges`` rows of ``run_ids``, each with the entry its leaf names:
+        ``(leaf, run_id, direction, digest, artifact_kind, kind, data, leaf_hash)``
+        by leaf, the last three ``None`` where no entry has that leaf."""
+        ...
+
     def runs_in_window(self, start: int, stop: int) -> list[tuple[Any, ...]]:
         """``runs`` rows that started before ``stop`` (callers check the end against ``start``)."""
         ...

@@ -301,6 +301,19 @@ class SQLStorage(ABC):
             return [tuple(r) for r in self._in(sql, list(set(values)))]
         return [tuple(r) for r in self._in_except(sql, list(set(values)), list(set(held)))]
 
+    #: How :meth:`edge_entries` joins each edges row ``t`` to its entry ``e``.
+    _entry_join = "LEFT JOIN entries e ON e.leaf = t.leaf"
+
+    def edge_entries(self, run_ids: Collection[str]) -> list[tuple[Any, ...]]:
+        # One read for the rows and the entries they name: the entries are what a
+        # blast radius proves, and what each row is checked against.
+        sql = (
+            "SELECT t.leaf, t.run_id, t.direction, t.digest, t.artifact_kind,"
+            f" e.kind, e.data, e.leaf_hash FROM edges t {self._entry_join}"
+            " WHERE t.run_id IN ({inl}) ORDER BY t.leaf"
+        )
+        return [tuple(r) for r in self._in(sql, list(set(run_ids)))]
+
     def _in_except(
         self, sql: str, values: Sequence[Any], held: Sequence[int]
     ) -> Iterator[tuple[Any, ...]]:

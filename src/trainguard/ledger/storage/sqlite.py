@@ -33,14 +33,19 @@ CACHE_KIB = 128 * 1024
 MMAP_BYTES = 1 << 40
 
 
+_PLAIN = {str, int}
+
+
 def _json_list(values: Sequence[Any]) -> str:
     """``values`` as one JSON array for ``json_each``. Probe values are read back from
     derived rows, and SQLite keeps any type in any column: a value JSON cannot carry
     (bytes, NaN, infinity; only a tampered row holds one) stands for nothing, since the
     row it came from fails the cross-check either way."""
+    if set(map(type, values)) <= _PLAIN:  # nearly always: no per-value check in Python
+        return json.dumps(values)
     return json.dumps(
         [
-            v if type(v) in (str, int) or (type(v) is float and math.isfinite(v)) else None
+            v if type(v) in _PLAIN or (type(v) is float and math.isfinite(v)) else None
             for v in values
         ]
     )
