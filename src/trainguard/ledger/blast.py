@@ -24,7 +24,8 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from operator import itemgetter
+from itertools import chain
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from trainguard.errors import StorageError
@@ -117,7 +118,10 @@ def _compute(
         )
         for digest, (depth, kind, name, producers, entries) in search.artifacts.items()
     ]
-    artifacts.sort(key=itemgetter(3, 0))  # depth, digest
+    # By depth, then digest: two stable sorts on plain values (half the time of one
+    # sort on a (depth, digest) key tuple made per artifact).
+    artifacts.sort(key=itemgetter(0))
+    artifacts.sort(key=itemgetter(3))
     clean = search.clean_runs(facts, max_clean)
     totals = _totals(run_totals(), affected, prices)
     return search, affected, artifacts, clean, totals
@@ -155,6 +159,9 @@ def _totals(
     }
 
 
+_entries_of = attrgetter("entries")
+
+
 def _cited(
     result: tuple[Search, list[AffectedRun], list[AffectedArtifact], list[CleanRun], Any],
 ) -> set[int]:
@@ -164,8 +171,7 @@ def _cited(
     for a in affected:
         cited.update(e for r in a.reasons for e in r.entries)
         cited.update(e for e in (a.facts.entry, *a.facts.end_entries) if e is not None)
-    for art in artifacts:
-        cited.update(art.entries)
+    cited.update(chain.from_iterable(map(_entries_of, artifacts)))
     for c in clean:
         cited.update(c.entries)
     for s in search.sources:
