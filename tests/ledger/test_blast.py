@@ -178,6 +178,9 @@ def test_answer_from_the_log_equals_answer_from_the_index(ledger: Ledger) -> Non
     b = radius(ledger, artifacts=(P1X,), from_log=True)
     assert affected(a) == affected(b) and b.answered_from == "the log"
     assert a.totals == b.totals
+    # Artifacts (and the file names their producers recorded) from either source.
+    assert a.affected_artifacts == b.affected_artifacts
+    assert {x.name for x in a.affected_artifacts} >= {"A1", "C1"}
 
 
 def test_deleted_index_row_does_not_hide_a_run(ledger: Ledger, ledger_url: str) -> None:

@@ -123,6 +123,21 @@ def test_edited_entry_is_caught(signed: tuple[str, Ledger], key: SigningKey) -> 
         check(ledger, key)
 
 
+def test_an_entry_nested_deeper_than_the_parser_goes_is_a_finding(
+    signed: tuple[str, Ledger], key: SigningKey
+) -> None:
+    # JSON nested 10^5 deep makes the parser give up with RecursionError: that must
+    # be reported as a damaged entry, not crash verify (or blast radius).
+    from trainguard.ledger import Indicator, blast_radius
+
+    url, ledger = signed
+    raw(url, "UPDATE entries SET data = ? WHERE leaf = 5", (b"[" * 100_000 + b"]" * 100_000,))
+    with pytest.raises(LedgerIntegrityError, match="entry 5"):
+        check(ledger, key)
+    with pytest.raises(LedgerIntegrityError):
+        blast_radius(ledger, Indicator(runs=("r1",)))
+
+
 def test_edited_entry_with_recomputed_leaf_hash_is_caught(
     signed: tuple[str, Ledger], key: SigningKey
 ) -> None:

@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from trainguard.ledger._index import EDGE_FAST
+from trainguard.ledger._index import EDGE_FAST, RUN_FAST
 from trainguard.ledger._merkle import decompose
 from trainguard.ledger._merkle import perfect_levels as py_perfect_levels
 
@@ -33,12 +33,16 @@ __all__ = [
     "gc_paused",
     "leaf_hashes",
     "perfect_levels",
+    "run_fields",
 ]
 
 #: ``(leaf, run_id, direction, digest, artifact_kind)``: a row of the edges table.
 EdgeRow = tuple[Any, ...]
 #: ``(artifact_kind, digest, direction, name or None, run_id)`` of an edge entry.
 EdgeFields = tuple[Any, ...]
+#: ``(run_id, user, accelerator_type, accelerator_count, world_size, started_at,
+#: ended_at, env_baseline, hosts)`` of a run entry (``hosts`` a tuple).
+RunFields = tuple[Any, ...]
 #: ``(leaf, run_id, direction, digest, artifact_kind, name or None)``: an edges
 #: row that its entry was checked to say, with the entry's file name.
 CheckedEdge = tuple[Any, ...]
@@ -110,6 +114,31 @@ def py_edge_fields(datas: list[bytes]) -> list[EdgeFields | None]:
             with contextlib.suppress(UnicodeDecodeError):
                 fast = match(data.decode("utf-8"))
         out.append(None if fast is None else fast.groups())
+    return out
+
+
+def py_run_fields(datas: list[bytes]) -> list[RunFields | None]:
+    """The values of each canonical run entry (:data:`~trainguard.ledger._index.RUN_FAST`)
+    that its derived rows hold; ``None`` for any other item."""
+    out: list[RunFields | None] = []
+    match = RUN_FAST
+    for data in datas:
+        fast = None
+        if isinstance(data, bytes):
+            with contextlib.suppress(UnicodeDecodeError):
+                fast = match(data.decode("utf-8"))
+        if fast is None:
+            out.append(None)
+            continue
+        count, a_type, ended, env, hosts, run_id, started, user, world = fast.groups()
+        try:
+            ints = int(count), int(world), int(started), None if ended is None else int(ended)
+        except ValueError:  # beyond int()'s digit limit: the full path reports it
+            out.append(None)
+            continue
+        out.append(
+            (run_id, user, a_type, *ints, env, tuple(hosts[1:-1].split('","')) if hosts else ())
+        )
     return out
 
 
@@ -257,6 +286,7 @@ leaf_hashes: Callable[[list[bytes]], list[bytes]] = py_leaf_hashes
 perfect_levels: Callable[[Sequence[bytes]], list[list[bytes]]] = py_perfect_levels
 edge_rows: Callable[[list[tuple[Any, ...]]], tuple[list[EdgeRow], list[int]]] = py_edge_rows
 edge_fields: Callable[[list[bytes]], list[EdgeFields | None]] = py_edge_fields
+run_fields: Callable[[list[bytes]], list[RunFields | None]] = py_run_fields
 checked_edges: Callable[
     [list[tuple[Any, ...]], CheckedEntries], tuple[list[CheckedEdge], list[int]]
 ] = py_checked_edges
@@ -277,6 +307,7 @@ if os.environ.get("TRAINGUARD_PURE_PYTHON", "") in ("", "0"):
         edge_rows = _speedups.edge_rows
         edge_fields = _speedups.edge_fields
         checked_edges = _speedups.checked_edges
+        run_fields = _speedups.run_fields
         batch_plan_keys = _speedups.batch_plan_keys
         batch_piece_hashes = _speedups.batch_piece_hashes
         COMPILED = True

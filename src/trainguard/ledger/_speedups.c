@@ -410,6 +410,256 @@ fail:
     return NULL;
 }
 
+/* ---- the canonical run entry ------------------------------------------------------
+ *
+ * The grammar of trainguard.ledger._index.RUN_FAST, byte for byte (S, I as above;
+ * [...] optional):
+ *
+ *   {"accelerator_count":I,"accelerator_type":S[,"code_commit":S][,"code_diff_hash":S]
+ *    [,"command":S][,"config_hash":S][,"data_manifest":S][,"ended_at":I]
+ *    [,"env_baseline":S],"hosts":[[S(,S)*]][,"job":S],"kind":"run","run_id":S
+ *    [,"seeds":{[S:I(,S:I)*]}],"started_at":I,"user":S,"v":I,"world_size":I}
+ *
+ * Every string, read or skipped, must be valid UTF-8 (the Python path decodes the
+ * whole entry first).
+ */
+
+/* A string whose value is not needed: 1 when present and valid, 0 otherwise. */
+static int
+skip_str(Cursor *c)
+{
+    const char *s;
+    Py_ssize_t n;
+    if (!str(c, &s, &n))
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if ((unsigned char)s[i] >= 0x80) { /* not plain ASCII: check it decodes */
+            PyObject *u = PyUnicode_DecodeUTF8(s, n, "strict");
+            if (u == NULL) {
+                PyErr_Clear();
+                return 0;
+            }
+            Py_DECREF(u);
+            break;
+        }
+    }
+    return 1;
+}
+
+/* An optional ,"key":S whose value is not needed: 1 unless the key is there and
+ * its value is not a valid string. */
+static int
+opt_skip(Cursor *c, const char *key, Py_ssize_t n)
+{
+    return !lit(c, key, n) || skip_str(c);
+}
+
+#define OPT_SKIP(c, s) opt_skip((c), (s), (Py_ssize_t)(sizeof(s) - 1))
+
+/* An integer token: records where it is. */
+static int
+int_at(Cursor *c, const char **start, Py_ssize_t *len)
+{
+    *start = c->p;
+    if (!integer(c))
+        return 0;
+    *len = c->p - *start;
+    return 1;
+}
+
+/* A new int from an integer token; NULL with ValueError (too many digits) cleared
+ * and *defer set, or NULL with another exception. */
+static PyObject *
+int_from(const char *s, Py_ssize_t n, int *defer)
+{
+    char small[32], *buf = small;
+    if (n >= (Py_ssize_t)sizeof(small)) {
+        buf = PyMem_Malloc((size_t)n + 1);
+        if (buf == NULL)
+            return PyErr_NoMemory();
+    }
+    memcpy(buf, s, (size_t)n);
+    buf[n] = '\0';
+    PyObject *v = PyLong_FromString(buf, NULL, 10);
+    if (buf != small)
+        PyMem_Free(buf);
+    if (v == NULL && PyErr_ExceptionMatches(PyExc_ValueError)) {
+        PyErr_Clear(); /* beyond int()'s digit limit: the Python path reports it */
+        *defer = 1;
+    }
+    return v;
+}
+
+typedef struct {
+    const char *n[4]; /* accelerator_count, ended_at, started_at, world_size (ints) */
+    Py_ssize_t nl[4];
+    const char *s[4]; /* accelerator_type, env_baseline, run_id, user */
+    Py_ssize_t sl[4];
+    const char *hosts; /* the list's inner text */
+    Py_ssize_t hosts_len;
+} RunFields;
+
+static int
+parse_run(const char *buf, Py_ssize_t size, RunFields *f)
+{
+    Cursor c = {buf, buf + size};
+    f->n[1] = NULL;
+    f->s[1] = NULL;
+    if (!(LIT(&c, "{\"accelerator_count\":") && int_at(&c, &f->n[0], &f->nl[0])
+          && LIT(&c, ",\"accelerator_type\":") && str(&c, &f->s[0], &f->sl[0])
+          && OPT_SKIP(&c, ",\"code_commit\":") && OPT_SKIP(&c, ",\"code_diff_hash\":")
+          && OPT_SKIP(&c, ",\"command\":") && OPT_SKIP(&c, ",\"config_hash\":")
+          && OPT_SKIP(&c, ",\"data_manifest\":")))
+        return 0;
+    if (LIT(&c, ",\"ended_at\":") && !int_at(&c, &f->n[1], &f->nl[1]))
+        return 0;
+    if (LIT(&c, ",\"env_baseline\":") && !str(&c, &f->s[1], &f->sl[1]))
+        return 0;
+    if (!LIT(&c, ",\"hosts\":["))
+        return 0;
+    f->hosts = c.p;
+    if (c.p < c.end && *c.p == '"') {
+        do {
+            if (!skip_str(&c))
+                return 0;
+        } while (LIT(&c, ","));
+    }
+    f->hosts_len = c.p - f->hosts;
+    if (!(LIT(&c, "]") && OPT_SKIP(&c, ",\"job\":") && LIT(&c, ",\"kind\":\"run\",\"run_id\":")
+          && str(&c, &f->s[2], &f->sl[2])))
+        return 0;
+    if (LIT(&c, ",\"seeds\":{")) {
+        if (c.p < c.end && *c.p == '"') {
+            do {
+                if (!(skip_str(&c) && LIT(&c, ":") && integer(&c)))
+                    return 0;
+            } while (LIT(&c, ","));
+        }
+        if (!LIT(&c, "}"))
+            return 0;
+    }
+    return LIT(&c, ",\"started_at\":") && int_at(&c, &f->n[2], &f->nl[2])
+        && LIT(&c, ",\"user\":") && str(&c, &f->s[3], &f->sl[3]) && LIT(&c, ",\"v\":")
+        && integer(&c) && LIT(&c, ",\"world_size\":") && int_at(&c, &f->n[3], &f->nl[3])
+        && LIT(&c, "}") && c.p == c.end;
+}
+
+/* The hosts of a parsed run entry as a tuple of str (the list's strings are known
+ * to be plain and valid). */
+static PyObject *
+run_hosts(const RunFields *f)
+{
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    Cursor c = {f->hosts, f->hosts + f->hosts_len};
+    while (c.p < c.end) {
+        const char *s;
+        Py_ssize_t n;
+        if (!str(&c, &s, &n)) /* cannot happen: parse_run read these */
+            break;
+        PyObject *h = PyUnicode_DecodeUTF8(s, n, "strict");
+        if (h == NULL || PyList_Append(out, h) < 0) {
+            Py_XDECREF(h);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(h);
+        LIT(&c, ",");
+    }
+    PyObject *t = PyList_AsTuple(out);
+    Py_DECREF(out);
+    return t;
+}
+
+/* (run_id, user, accelerator_type, accelerator_count, world_size, started_at,
+ * ended_at, env_baseline, hosts) of one canonical run entry: a new tuple; None
+ * (new reference) for anything else; NULL on an error. */
+static PyObject *
+run_values(PyObject *data)
+{
+    RunFields f;
+    if (!PyBytes_Check(data) || !parse_run(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), &f))
+        Py_RETURN_NONE;
+    PyObject *v[9] = {NULL};
+    int defer = 0;
+    /* strings: run_id, user, accelerator_type, env_baseline */
+    const int str_slot[4] = {2, 3, 0, 1}, str_pos[4] = {0, 1, 2, 7};
+    for (int k = 0; k < 4; k++) {
+        int i = str_slot[k];
+        if (f.s[i] == NULL) {
+            Py_INCREF(Py_None);
+            v[str_pos[k]] = Py_None;
+            continue;
+        }
+        v[str_pos[k]] = PyUnicode_DecodeUTF8(f.s[i], f.sl[i], "strict");
+        if (v[str_pos[k]] == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+                goto fail;
+            PyErr_Clear();
+            defer = 1;
+            goto fail;
+        }
+    }
+    /* ints: accelerator_count, world_size, started_at, ended_at */
+    const int int_slot[4] = {0, 3, 2, 1}, int_pos[4] = {3, 4, 5, 6};
+    for (int k = 0; k < 4; k++) {
+        int i = int_slot[k];
+        if (f.n[i] == NULL) {
+            Py_INCREF(Py_None);
+            v[int_pos[k]] = Py_None;
+            continue;
+        }
+        v[int_pos[k]] = int_from(f.n[i], f.nl[i], &defer);
+        if (v[int_pos[k]] == NULL)
+            goto fail;
+    }
+    v[8] = run_hosts(&f);
+    if (v[8] == NULL)
+        goto fail;
+    PyObject *out = PyTuple_New(9);
+    if (out == NULL)
+        goto fail;
+    for (int k = 0; k < 9; k++)
+        PyTuple_SET_ITEM(out, k, v[k]);
+    return out;
+fail:
+    for (int k = 0; k < 9; k++)
+        Py_XDECREF(v[k]);
+    if (defer)
+        Py_RETURN_NONE;
+    return NULL;
+}
+
+PyDoc_STRVAR(run_fields_doc,
+"run_fields(datas, /)\n--\n\n"
+"(run_id, user, accelerator_type, accelerator_count, world_size, started_at,\n"
+"ended_at, env_baseline, hosts) of each canonical run entry in a list of entry\n"
+"bytes (ended_at and env_baseline None when absent, hosts a tuple); None for any\n"
+"other item.");
+
+static PyObject *
+run_fields(PyObject *module, PyObject *datas)
+{
+    if (!PyList_Check(datas)) {
+        PyErr_SetString(PyExc_TypeError, "run_fields expects a list");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(datas);
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = run_values(PyList_GET_ITEM(datas, i));
+        if (item == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, item);
+    }
+    return out;
+}
+
 /* 1 when a row's column is a str whose UTF-8 is exactly s[0:n], else 0. */
 static int
 column_is(PyObject *col, const char *s, Py_ssize_t n)
@@ -764,6 +1014,7 @@ static PyMethodDef methods[] = {
     {"edge_rows", edge_rows, METH_O, edge_rows_doc},
     {"edge_fields", edge_fields, METH_O, edge_fields_doc},
     {"checked_edges", checked_edges, METH_VARARGS, checked_edges_doc},
+    {"run_fields", run_fields, METH_O, run_fields_doc},
     {"batch_plan_keys", batch_plan_keys, METH_VARARGS, batch_plan_keys_doc},
     {"batch_piece_hashes", batch_piece_hashes, METH_VARARGS, batch_piece_hashes_doc},
     {NULL, NULL, 0, NULL},
