@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", type=Path, help="initialise from this checkpoint")
     p.add_argument("--save-step", type=int, help="step after which rank 0 saves a checkpoint")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, help="sequences per step (default: the model config's)")
     return p
 
 
@@ -131,7 +132,7 @@ def _train(job: Any, drill: Any, args: argparse.Namespace, steps: int) -> None:
         model = torch.nn.parallel.DistributedDataParallel(net)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, foreach=False)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup))
-    data = batches(corpus(), cfg.batch, cfg.ctx, seed=1000 + job.rank)
+    data = batches(corpus(), args.batch or cfg.batch, cfg.ctx, seed=1000 + job.rank)
 
     sentinel = protect(model, opt, scheduler=sched, log_every=5)
     job.sentinel = sentinel

@@ -3,6 +3,13 @@
 The incident slowed jobs with random sleeps that looked like a flaky machine.
 The sleeps start after the straggler check's calibration window and are sized
 from rank 1's own recent step times (at least 5% of a step).
+
+The job trains on twice the drill model's batch: with the default one a step
+takes ~35 ms on a fast 2-core host, so a 5% sleep (under 2 ms) is the size of the
+host's scheduling noise, which no real training step is near; there the check
+named rank 1 only after 23-27 steps, or not at all after first blaming rank 0, in
+13 of 72 runs. With 16 sequences (a step of ~70 ms there) all of 24 runs were
+caught within 6-14 steps.
 """
 
 from __future__ import annotations
@@ -24,6 +31,13 @@ ATTACK_STEP = 50
 BOUND = 20
 #: The rank that sleeps; the alarm must name it.
 SLEEPER = 1
+#: Sequences per step (twice the drill model's): a step long enough that its 5-15%
+#: stands above the host's scheduling noise (see the module docstring).
+BATCH = 16
+
+
+def prepare(ctx: DrillContext) -> None:
+    ctx.job_args += ["--batch", str(BATCH)]
 
 
 def inject(job: JobContext, model: Any, optimizer: Any, step: int) -> None:
