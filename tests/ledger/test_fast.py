@@ -138,13 +138,6 @@ def test_edge_rows_agree(rows: list[tuple[Any, ...]]) -> None:
     assert _speedups.edge_rows(rows) == _fast.py_edge_rows(rows)
 
 
-@compiled
-@settings(max_examples=1500, deadline=None)
-@given(st.lists(st.one_of(_entry_bytes(), st.just(PLAIN), st.just("text"), st.none()), max_size=8))
-def test_edge_fields_agree(datas: list[Any]) -> None:
-    assert _speedups.edge_fields(datas) == _fast.py_edge_fields(datas)
-
-
 def _joined(leaf: Any, data: Any, *, said: Any = None, stored: Any = None) -> tuple[Any, ...]:
     """A row of the edges-entries join: the row's columns, then its entry's."""
     run_id, direction, digest, kind = said or ("r1", "used", "sha256:00", "checkpoint")
@@ -221,18 +214,6 @@ def test_checked_edges_reject_what_is_not_a_list_and_a_dict() -> None:
         _speedups.checked_edges([], [])  # type: ignore[arg-type]
 
 
-def test_edge_fields_read_the_name() -> None:
-    without = PLAIN.replace(b',"name":"a.pt"', b"")
-    for fields in (_fast.edge_fields, _fast.py_edge_fields):
-        got = fields([PLAIN, without, b"{}", "x"])  # type: ignore[list-item]
-        assert got == [
-            ("checkpoint", "sha256:00", "used", "a.pt", "r1"),
-            ("checkpoint", "sha256:00", "used", None, "r1"),
-            None,
-            None,
-        ]
-
-
 @compiled
 def test_edge_rows_agree_on_every_prefix_and_single_byte_change() -> None:
     rows = [(i, "edge", PLAIN[:i], b"") for i in range(len(PLAIN) + 1)]
@@ -243,8 +224,6 @@ def test_edge_rows_agree_on_every_prefix_and_single_byte_change() -> None:
     ]
     c_edges, c_others = _speedups.edge_rows(rows)
     assert (c_edges, c_others) == _fast.py_edge_rows(rows)
-    datas = [r[2] for r in rows]
-    assert _speedups.edge_fields(datas) == _fast.py_edge_fields(datas)
     assert len(c_edges) > len(PLAIN)  # many one-byte changes are still canonical edges
 
 

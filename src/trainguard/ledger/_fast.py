@@ -28,7 +28,6 @@ __all__ = [
     "batch_piece_hashes",
     "batch_plan_keys",
     "checked_edges",
-    "edge_fields",
     "edge_rows",
     "gc_paused",
     "leaf_hashes",
@@ -38,8 +37,6 @@ __all__ = [
 
 #: ``(leaf, run_id, direction, digest, artifact_kind)``: a row of the edges table.
 EdgeRow = tuple[Any, ...]
-#: ``(artifact_kind, digest, direction, name or None, run_id)`` of an edge entry.
-EdgeFields = tuple[Any, ...]
 #: ``(run_id, user, accelerator_type, accelerator_count, world_size, started_at,
 #: ended_at, env_baseline, hosts)`` of a run entry (``hosts`` a tuple).
 RunFields = tuple[Any, ...]
@@ -101,20 +98,6 @@ def py_edge_rows(rows: list[tuple[Any, ...]]) -> tuple[list[EdgeRow], list[int]]
         artifact_kind, digest, direction, _name, run_id = fast.groups()
         edges.append((row[0], run_id, direction, digest, artifact_kind))
     return edges, others
-
-
-def py_edge_fields(datas: list[bytes]) -> list[EdgeFields | None]:
-    """``(artifact_kind, digest, direction, name, run_id)`` of each canonical edge
-    entry (``name`` ``None`` when absent); ``None`` for any other item."""
-    out: list[EdgeFields | None] = []
-    match = EDGE_FAST
-    for data in datas:
-        fast = None
-        if isinstance(data, bytes):
-            with contextlib.suppress(UnicodeDecodeError):
-                fast = match(data.decode("utf-8"))
-        out.append(None if fast is None else fast.groups())
-    return out
 
 
 def py_run_fields(datas: list[bytes]) -> list[RunFields | None]:
@@ -285,7 +268,6 @@ def py_batch_piece_hashes(
 leaf_hashes: Callable[[list[bytes]], list[bytes]] = py_leaf_hashes
 perfect_levels: Callable[[Sequence[bytes]], list[list[bytes]]] = py_perfect_levels
 edge_rows: Callable[[list[tuple[Any, ...]]], tuple[list[EdgeRow], list[int]]] = py_edge_rows
-edge_fields: Callable[[list[bytes]], list[EdgeFields | None]] = py_edge_fields
 run_fields: Callable[[list[bytes]], list[RunFields | None]] = py_run_fields
 checked_edges: Callable[
     [list[tuple[Any, ...]], CheckedEntries], tuple[list[CheckedEdge], list[int]]
@@ -305,7 +287,6 @@ if os.environ.get("TRAINGUARD_PURE_PYTHON", "") in ("", "0"):
         leaf_hashes = _speedups.leaf_hashes
         perfect_levels = _speedups.perfect_levels
         edge_rows = _speedups.edge_rows
-        edge_fields = _speedups.edge_fields
         checked_edges = _speedups.checked_edges
         run_fields = _speedups.run_fields
         batch_plan_keys = _speedups.batch_plan_keys

@@ -313,53 +313,6 @@ edge_row(PyObject *leaf, PyObject *kind, PyObject *data, Memo memos[2])
     return row;
 }
 
-PyDoc_STRVAR(edge_fields_doc,
-"edge_fields(datas, /)\n--\n\n"
-"(artifact_kind, digest, direction, name, run_id) of each canonical edge entry in a\n"
-"list of entry bytes (name None when absent); None for any other item.");
-
-static PyObject *
-edge_fields(PyObject *module, PyObject *datas)
-{
-    if (!PyList_Check(datas)) {
-        PyErr_SetString(PyExc_TypeError, "edge_fields expects a list");
-        return NULL;
-    }
-    Py_ssize_t n = PyList_GET_SIZE(datas);
-    PyObject *out = PyList_New(n);
-    Memo memos[2] = {{NULL}, {NULL}};
-    if (out == NULL)
-        return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *v[5], *item;
-        int got = edge_values(PyList_GET_ITEM(datas, i), memos, v);
-        if (got < 0)
-            goto fail;
-        if (got == 0) {
-            Py_INCREF(Py_None);
-            item = Py_None;
-        } else {
-            item = PyTuple_New(5);
-            if (item == NULL) {
-                for (int k = 0; k < 5; k++)
-                    Py_DECREF(v[k]);
-                goto fail;
-            }
-            for (int k = 0; k < 5; k++)
-                PyTuple_SET_ITEM(item, k, v[k]);
-        }
-        PyList_SET_ITEM(out, i, item);
-    }
-    Py_XDECREF(memos[0].obj);
-    Py_XDECREF(memos[1].obj);
-    return out;
-fail:
-    Py_XDECREF(memos[0].obj);
-    Py_XDECREF(memos[1].obj);
-    Py_DECREF(out);
-    return NULL;
-}
-
 PyDoc_STRVAR(edge_rows_doc,
 "edge_rows(rows, /)\n--\n\n"
 "Derived edge rows of the canonical edge entries among (leaf, kind, data, ...) rows.\n\n"
@@ -1012,7 +965,6 @@ static PyMethodDef methods[] = {
     {"leaf_hashes", leaf_hashes, METH_O, leaf_hashes_doc},
     {"perfect_levels", perfect_levels, METH_O, perfect_levels_doc},
     {"edge_rows", edge_rows, METH_O, edge_rows_doc},
-    {"edge_fields", edge_fields, METH_O, edge_fields_doc},
     {"checked_edges", checked_edges, METH_VARARGS, checked_edges_doc},
     {"run_fields", run_fields, METH_O, run_fields_doc},
     {"batch_plan_keys", batch_plan_keys, METH_VARARGS, batch_plan_keys_doc},
