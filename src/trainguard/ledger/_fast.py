@@ -71,6 +71,44 @@ def py_leaf_hashes(datas: list[bytes]) -> list[bytes]:
     return [sha256(b"\x00" + d).digest() for d in datas]
 
 
+def _groups(match: Callable[[str], Any], data: Any) -> tuple[Any, ...] | None:
+    """The groups of ``match`` over ``data`` decoded as UTF-8; ``None`` when ``data`` is
+    not bytes, not UTF-8 (the full path reports it) or does not match."""
+    if not isinstance(data, bytes):
+        return None
+    try:
+        found = match(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None
+    return None if found is None else found.groups()
+
+
+def _split(
+    rows: list[tuple[Any, ...]], one: Callable[[Any], tuple[Any, ...] | None]
+) -> tuple[list[tuple[Any, ...]], list[int]]:
+    """``(taken, others)``: ``one(row)`` of every row it takes (not ``None``), in order,
+    and the positions of the rest."""
+    taken: list[tuple[Any, ...]] = []
+    others: list[int] = []
+    for i, row in enumerate(rows):
+        got = one(row)
+        if got is None:
+            others.append(i)
+        else:
+            taken.append(got)
+    return taken, others
+
+
+def _edge_row(row: Any) -> EdgeRow | None:
+    if not (isinstance(row, tuple) and len(row) >= 3 and row[1] == "edge"):
+        return None
+    fields = _groups(EDGE_FAST, row[2])
+    if fields is None:
+        return None
+    artifact_kind, digest, direction, _name, run_id = fields
+    return (row[0], run_id, direction, digest, artifact_kind)
+
+
 def py_edge_rows(rows: list[tuple[Any, ...]]) -> tuple[list[EdgeRow], list[int]]:
     """Edge rows of the canonical edge entries among ``(leaf, kind, data, ...)`` rows.
 
@@ -79,41 +117,19 @@ def py_edge_rows(rows: list[tuple[Any, ...]]) -> tuple[list[EdgeRow], list[int]]
     (:data:`~trainguard.ledger._index.EDGE_FAST`), in row order, and the
     positions of all other rows, which need the full parser.
     """
-    edges: list[EdgeRow] = []
-    others: list[int] = []
-    match = EDGE_FAST
-    for i, row in enumerate(rows):
-        fast = None
-        if (
-            isinstance(row, tuple)
-            and len(row) >= 3
-            and row[1] == "edge"
-            and isinstance(row[2], bytes)
-        ):
-            with contextlib.suppress(UnicodeDecodeError):  # the full path reports it
-                fast = match(row[2].decode("utf-8"))
-        if fast is None:
-            others.append(i)
-            continue
-        artifact_kind, digest, direction, _name, run_id = fast.groups()
-        edges.append((row[0], run_id, direction, digest, artifact_kind))
-    return edges, others
+    return _split(rows, _edge_row)
 
 
 def py_run_fields(datas: list[bytes]) -> list[RunFields | None]:
     """The values of each canonical run entry (:data:`~trainguard.ledger._index.RUN_FAST`)
     that its derived rows hold; ``None`` for any other item."""
     out: list[RunFields | None] = []
-    match = RUN_FAST
     for data in datas:
-        fast = None
-        if isinstance(data, bytes):
-            with contextlib.suppress(UnicodeDecodeError):
-                fast = match(data.decode("utf-8"))
-        if fast is None:
+        fields = _groups(RUN_FAST, data)
+        if fields is None:
             out.append(None)
             continue
-        count, a_type, ended, env, hosts, run_id, started, user, world = fast.groups()
+        count, a_type, ended, env, hosts, run_id, started, user, world = fields
         try:
             ints = int(count), int(world), int(started), None if ended is None else int(ended)
         except ValueError:  # beyond int()'s digit limit: the full path reports it
@@ -138,34 +154,25 @@ def py_checked_edges(
     what the row says, each with the entry's ``name``, in row order; and the
     positions of all other rows, which need the full checks.
     """
-    edges: list[CheckedEdge] = []
-    others: list[int] = []
-    match = EDGE_FAST
-    for i, row in enumerate(rows):
-        edge = None
-        if type(row) is tuple and len(row) == 8 and type(row[0]) is int and type(row[6]) is bytes:
-            leaf, run_id, direction, digest, kind, entry_kind, data, stored = row
-            intact = type(stored) is bytes and _sha256(b"\x00" + data).digest() == stored
-            checked[leaf] = (data, stored if intact else None)
-            fast = None
-            if intact and entry_kind == "edge":
-                with contextlib.suppress(UnicodeDecodeError):  # the full checks report it
-                    fast = match(data.decode("utf-8"))
-            if fast is not None:
-                f_kind, f_digest, f_direction, name, f_run = fast.groups()
-                said = (run_id, direction, digest, kind)
-                if all(type(v) is str for v in said) and said == (
-                    f_run,
-                    f_direction,
-                    f_digest,
-                    f_kind,
-                ):
-                    edge = (leaf, run_id, direction, digest, kind, name)
-        if edge is None:
-            others.append(i)
-        else:
-            edges.append(edge)
-    return edges, others
+
+    def checked_edge(row: Any) -> CheckedEdge | None:
+        if not (
+            type(row) is tuple and len(row) == 8 and type(row[0]) is int and type(row[6]) is bytes
+        ):
+            return None
+        leaf, run_id, direction, digest, kind, entry_kind, data, stored = row
+        intact = type(stored) is bytes and _sha256(b"\x00" + data).digest() == stored
+        checked[leaf] = (data, stored if intact else None)
+        fields = _groups(EDGE_FAST, data) if intact and entry_kind == "edge" else None
+        if fields is None:
+            return None
+        f_kind, f_digest, f_direction, name, f_run = fields
+        said = (run_id, direction, digest, kind)
+        if all(type(v) is str for v in said) and said == (f_run, f_direction, f_digest, f_kind):
+            return (leaf, run_id, direction, digest, kind, name)
+        return None
+
+    return _split(rows, checked_edge)
 
 
 def _check_indexes(size: int, indexes: list[int]) -> None:

@@ -54,39 +54,89 @@ hash_parts(unsigned char prefix, const char *a, Py_ssize_t alen, const char *b, 
     return hash_bytes(md);
 }
 
+/* ---- list helpers ----------------------------------------------------------------- */
+
+/* One item of a list to a new reference (NULL with an exception on an error). */
+typedef PyObject *(*ItemFn)(PyObject *item, Py_ssize_t i);
+
+/* [one(item, i) for each item]; TypeError (`what`) when `list` is not a list. */
+static PyObject *
+map_list(PyObject *list, ItemFn one, const char *what)
+{
+    if (!PyList_Check(list)) {
+        PyErr_SetString(PyExc_TypeError, what);
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = one(PyList_GET_ITEM(list, i), i);
+        if (item == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, item);
+    }
+    return out;
+}
+
+/* One row to a new reference, NULL without an exception when the row is not taken,
+ * or NULL with an exception on an error. */
+typedef PyObject *(*RowFn)(PyObject *row, void *ctx);
+
+/* (taken, others): one(row) of every row it takes, in order, and the positions of
+ * the rest. */
+static PyObject *
+split_rows(PyObject *rows, RowFn one, void *ctx)
+{
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    PyObject *taken = PyList_New(0), *others = PyList_New(0);
+    if (taken == NULL || others == NULL)
+        goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *got = one(PyList_GET_ITEM(rows, i), ctx);
+        if (got == NULL && PyErr_Occurred())
+            goto fail;
+        int err;
+        if (got != NULL) {
+            err = PyList_Append(taken, got);
+            Py_DECREF(got);
+        } else {
+            PyObject *pos = PyLong_FromSsize_t(i);
+            err = pos == NULL ? -1 : PyList_Append(others, pos);
+            Py_XDECREF(pos);
+        }
+        if (err < 0)
+            goto fail;
+    }
+    return Py_BuildValue("(NN)", taken, others);
+fail:
+    Py_XDECREF(taken);
+    Py_XDECREF(others);
+    return NULL;
+}
+
 PyDoc_STRVAR(leaf_hashes_doc,
 "leaf_hashes(datas, /)\n--\n\n"
 "SHA-256(0x00 || data) of each bytes object in a list.\n\n"
 "Raises TypeError for an item that is not bytes.");
 
 static PyObject *
+leaf_hash_of(PyObject *data, Py_ssize_t i)
+{
+    if (!PyBytes_Check(data)) {
+        PyErr_Format(PyExc_TypeError, "item %zd is %.100s, not bytes", i, Py_TYPE(data)->tp_name);
+        return NULL;
+    }
+    return hash_parts(LEAF_PREFIX, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), NULL, 0);
+}
+
+static PyObject *
 leaf_hashes(PyObject *module, PyObject *datas)
 {
-    if (!PyList_Check(datas)) {
-        PyErr_SetString(PyExc_TypeError, "leaf_hashes expects a list of bytes");
-        return NULL;
-    }
-    Py_ssize_t n = PyList_GET_SIZE(datas);
-    PyObject *out = PyList_New(n);
-    if (out == NULL)
-        return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *data = PyList_GET_ITEM(datas, i);
-        if (!PyBytes_Check(data)) {
-            Py_DECREF(out);
-            PyErr_Format(PyExc_TypeError, "item %zd is %.100s, not bytes", i,
-                         Py_TYPE(data)->tp_name);
-            return NULL;
-        }
-        PyObject *h = hash_parts(LEAF_PREFIX, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data),
-                                 NULL, 0);
-        if (h == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, i, h);
-    }
-    return out;
+    return map_list(datas, leaf_hash_of, "leaf_hashes expects a list of bytes");
 }
 
 PyDoc_STRVAR(perfect_levels_doc,
@@ -313,6 +363,16 @@ edge_row(PyObject *leaf, PyObject *kind, PyObject *data, Memo memos[2])
     return row;
 }
 
+/* The edge row of one (leaf, kind, data, ...) row, if it is a canonical edge entry. */
+static PyObject *
+edge_row_of(PyObject *row, void *memos)
+{
+    if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) < 3)
+        return NULL;
+    return edge_row(PyTuple_GET_ITEM(row, 0), PyTuple_GET_ITEM(row, 1), PyTuple_GET_ITEM(row, 2),
+                    (Memo *)memos);
+}
+
 PyDoc_STRVAR(edge_rows_doc,
 "edge_rows(rows, /)\n--\n\n"
 "Derived edge rows of the canonical edge entries among (leaf, kind, data, ...) rows.\n\n"
@@ -328,39 +388,11 @@ edge_rows(PyObject *module, PyObject *rows)
         PyErr_SetString(PyExc_TypeError, "edge_rows expects a list of rows");
         return NULL;
     }
-    Py_ssize_t n = PyList_GET_SIZE(rows);
-    PyObject *edges = PyList_New(0), *others = PyList_New(0);
     Memo memos[2] = {{NULL}, {NULL}};
-    if (edges == NULL || others == NULL)
-        goto fail;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *row = PyList_GET_ITEM(rows, i), *edge = NULL;
-        if (PyTuple_Check(row) && PyTuple_GET_SIZE(row) >= 3)
-            edge = edge_row(PyTuple_GET_ITEM(row, 0), PyTuple_GET_ITEM(row, 1),
-                            PyTuple_GET_ITEM(row, 2), memos);
-        if (edge == NULL && PyErr_Occurred())
-            goto fail;
-        int err;
-        if (edge != NULL) {
-            err = PyList_Append(edges, edge);
-            Py_DECREF(edge);
-        } else {
-            PyObject *pos = PyLong_FromSsize_t(i);
-            err = pos == NULL ? -1 : PyList_Append(others, pos);
-            Py_XDECREF(pos);
-        }
-        if (err < 0)
-            goto fail;
-    }
+    PyObject *out = split_rows(rows, edge_row_of, memos);
     Py_XDECREF(memos[0].obj);
     Py_XDECREF(memos[1].obj);
-    return Py_BuildValue("(NN)", edges, others);
-fail:
-    Py_XDECREF(memos[0].obj);
-    Py_XDECREF(memos[1].obj);
-    Py_XDECREF(edges);
-    Py_XDECREF(others);
-    return NULL;
+    return out;
 }
 
 /* ---- the canonical run entry ------------------------------------------------------
@@ -584,6 +616,12 @@ fail:
     return NULL;
 }
 
+static PyObject *
+run_values_at(PyObject *data, Py_ssize_t i)
+{
+    return run_values(data);
+}
+
 PyDoc_STRVAR(run_fields_doc,
 "run_fields(datas, /)\n--\n\n"
 "(run_id, user, accelerator_type, accelerator_count, world_size, started_at,\n"
@@ -594,23 +632,7 @@ PyDoc_STRVAR(run_fields_doc,
 static PyObject *
 run_fields(PyObject *module, PyObject *datas)
 {
-    if (!PyList_Check(datas)) {
-        PyErr_SetString(PyExc_TypeError, "run_fields expects a list");
-        return NULL;
-    }
-    Py_ssize_t n = PyList_GET_SIZE(datas);
-    PyObject *out = PyList_New(n);
-    if (out == NULL)
-        return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = run_values(PyList_GET_ITEM(datas, i));
-        if (item == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, i, item);
-    }
-    return out;
+    return map_list(datas, run_values_at, "run_fields expects a list");
 }
 
 /* 1 when a row's column is a str whose UTF-8 is exactly s[0:n], else 0. */
@@ -687,6 +709,12 @@ checked_edge(PyObject *row, PyObject *checked)
     return edge;
 }
 
+static PyObject *
+checked_edge_of(PyObject *row, void *checked)
+{
+    return checked_edge(row, (PyObject *)checked);
+}
+
 PyDoc_STRVAR(checked_edges_doc,
 "checked_edges(rows, checked, /)\n--\n\n"
 "Edges rows checked against their entries, in one pass over the rows of a join\n"
@@ -705,31 +733,7 @@ checked_edges(PyObject *module, PyObject *args)
     if (!PyArg_ParseTuple(args, "O!O!:checked_edges", &PyList_Type, &rows, &PyDict_Type,
                           &checked))
         return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(rows);
-    PyObject *edges = PyList_New(0), *others = PyList_New(0);
-    if (edges == NULL || others == NULL)
-        goto fail;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *edge = checked_edge(PyList_GET_ITEM(rows, i), checked);
-        if (edge == NULL && PyErr_Occurred())
-            goto fail;
-        int err;
-        if (edge != NULL) {
-            err = PyList_Append(edges, edge);
-            Py_DECREF(edge);
-        } else {
-            PyObject *pos = PyLong_FromSsize_t(i);
-            err = pos == NULL ? -1 : PyList_Append(others, pos);
-            Py_XDECREF(pos);
-        }
-        if (err < 0)
-            goto fail;
-    }
-    return Py_BuildValue("(NN)", edges, others);
-fail:
-    Py_XDECREF(edges);
-    Py_XDECREF(others);
-    return NULL;
+    return split_rows(rows, checked_edge_of, checked);
 }
 
 /* ---- batch inclusion proofs (trainguard.ledger._multiproof) ------------------------
