@@ -349,3 +349,27 @@ def test_batch_walks_refuse_hashes_of_another_size() -> None:
     # What lies past the hashes the walk takes is the caller's to judge, in both.
     for pieces in (_speedups.batch_piece_hashes, _fast.py_batch_piece_hashes):
         assert pieces(4, [0], [bytes(32)], [bytes(32), bytes(32), None])[1] == 2  # type: ignore[list-item]
+
+
+def test_gc_paused_hands_its_objects_to_the_oldest_generation() -> None:
+    import gc
+
+    gc.collect()
+    with _fast.gc_paused():
+        assert not gc.isenabled()
+        made = [(i, str(i)) for i in range(50_000)]
+    assert gc.isenabled()
+    # Nothing made in the block is left for a young collection to walk...
+    assert gc.get_count()[0] < 1_000
+    assert gc.is_tracked(made[0])
+    # ...and a process that froze its own objects keeps them frozen.
+    keep = [[] for _ in range(100)]
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with _fast.gc_paused():
+            more = [(i, str(i)) for i in range(50_000)]
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+    assert len(more) == len(made) and keep

@@ -55,12 +55,20 @@ def gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector for a block that allocates millions of
     small acyclic objects (tuples, rows): collections triggered by them cost a
     third of such a block's time and find nothing. Cycles made meanwhile are
-    collected after."""
+    collected by a later full collection.
+
+    On leaving, the objects made meanwhile are moved to the oldest generation
+    without a traversal (``freeze`` then ``unfreeze``): otherwise the first
+    allocation after the block starts a young collection over all of them (90 ms
+    after a blast radius with 10^5 cited entries), and it finds nothing either."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        if gc.get_freeze_count() == 0:  # (a process that froze objects keeps them frozen)
+            gc.freeze()
+            gc.unfreeze()
         if enabled:
             gc.enable()
 

@@ -12,6 +12,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from operator import itemgetter
 from typing import Any
 
 from trainguard.errors import LedgerIntegrityError, StorageError
@@ -20,6 +21,8 @@ from trainguard.ledger._index import INDEXES, INTEGER_COLUMNS, PRIMARY, TABLES
 from trainguard.ledger.signing import SignedTreeHead
 from trainguard.ledger.storage import NODE_LEVEL, AppendResult, PreparedEntry, node_id
 from trainguard.ledger.storage._url import LedgerURL
+
+_first = itemgetter(0)
 
 #: "2": tree nodes from ``meta.node_level`` up (version 1 stored every level).
 SCHEMA_VERSION = "2"
@@ -310,9 +313,13 @@ class SQLStorage(ABC):
         sql = (
             "SELECT t.leaf, t.run_id, t.direction, t.digest, t.artifact_kind,"
             f" e.kind, e.data, e.leaf_hash FROM edges t {self._entry_join}"
-            " WHERE t.run_id IN ({inl}) ORDER BY t.leaf"
+            " WHERE t.run_id IN ({inl})"
         )
-        return [tuple(r) for r in self._in(sql, list(set(run_ids)))]
+        # Sorted here: an ORDER BY sorts the entries' bytes with the rows (SQLite: a
+        # temporary B-tree, a third of the query's time for 10^4-10^5 rows).
+        rows = [tuple(r) for r in self._in(sql, list(set(run_ids)))]
+        rows.sort(key=_first)
+        return rows
 
     def _in_except(
         self, sql: str, values: Sequence[Any], held: Sequence[int]
