@@ -218,6 +218,47 @@ def test_whole_table_checks_fall_back_to_the_ledgers_own_connection(
     assert affected(result) == affected(clean)
 
 
+def test_without_a_second_connection_the_ledgers_own_one_answers(
+    ledger: Ledger, ledger_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The closure reads the next step's rows on a second connection; where it cannot
+    # be opened, every read goes to the ledger's own connection, with the same answer.
+    from trainguard.ledger import _query
+
+    want = radius(ledger, users=("mallory",))
+
+    def refuse(url: object) -> None:
+        raise StorageError("no second connection here")
+
+    monkeypatch.setattr(_query, "open_storage", refuse)
+    got = radius(ledger, users=("mallory",))
+    assert got.answered_from.startswith("derived tables")
+    assert got.to_json()["affected_runs"] == want.to_json()["affected_runs"]
+    assert got.affected_artifacts == want.affected_artifacts and got.totals == want.totals
+
+
+@pytest.mark.parametrize("direction", ["produced", "xused"])
+def test_a_readers_row_with_its_direction_altered_is_still_found(
+    ledger: Ledger, ledger_url: str, direction: str
+) -> None:
+    # ft-c read P1x, which the insider's run produced: its row, no longer saying
+    # "used", is still among the rows naming P1x; it fails the cross-check and the
+    # log answers (ft-c is not hidden). (No clean runs listed: their rows, read for
+    # the listing, would catch it too.)
+    want = radius(ledger, users=("mallory",), from_log=True)
+    assert "ft-c" in affected(want)
+    raw(
+        ledger_url,
+        "UPDATE edges SET direction = ? WHERE run_id = 'ft-c' AND digest = ?",
+        (direction, P1X),
+    )
+    result = blast_radius(
+        ledger, Indicator(users=("mallory",)), prices=PRICES, as_of=AS_OF, max_clean=0
+    )
+    assert "disagreed" in result.answered_from and result.index_problems
+    assert affected(result) == affected(want)
+
+
 def test_altered_index_row_is_caught_by_the_row_cross_check(
     ledger: Ledger, ledger_url: str
 ) -> None:

@@ -226,7 +226,7 @@ def test_derived_rows_and_queries(ledger_url: str) -> None:
             store.select("runs; DROP TABLE runs", "run_id", ["x"])
 
 
-def test_select_answers_in_leaf_order_and_leaves_out_held_rows(ledger_url: str) -> None:
+def test_select_answers_in_leaf_order(ledger_url: str) -> None:
     with Ledger.open(ledger_url, create=True) as ledger:
         ledger.append(_records(30))
         store = ledger.storage
@@ -237,11 +237,38 @@ def test_select_answers_in_leaf_order_and_leaves_out_held_rows(ledger_url: str) 
         # from these rows must not change between two runs.
         assert [r[0] for r in edges] == sorted(r[0] for r in edges)
         assert store.select("edges", "run_id", [*runs[::-1], *runs]) == edges
-        produced = [r for r in edges if r[2] == "produced"]
-        digests = [r[3] for r in produced]
-        readers = store.select("edges", "digest", digests, held=[r[0] for r in produced])
-        assert readers == [r for r in edges if r[2] == "used"]
-        assert store.select("edges", "digest", digests, held=[10**9]) == sorted(produced + readers)
+        assert store.select("edges", "digest", []) == []
+
+
+def test_product_readers_are_other_runs_rows_naming_what_the_runs_produced(
+    ledger_url: str,
+) -> None:
+    with Ledger.open(ledger_url, create=True) as ledger:
+        ledger.append(_records(30))  # r0, r3, ... each produce ckpt-(i+1) and read it back
+        ledger.append(
+            [
+                f.used("x1", "ckpt-1"),
+                f.used("x1", "ckpt-4"),
+                f.produced("x2", "ckpt-4"),  # a second producer: named too
+                f.used("x2", "ckpt-100"),
+                f.produced("r6", "ckpt-1"),  # r6 produces what r0 did
+            ]
+        )
+        store = ledger.storage
+        rows = store.product_readers(["r0", "r3", "r0"])
+        assert [(r[1], r[2], r[3]) for r in rows] == [
+            ("x1", "used", f.digest("ckpt-1")),
+            ("x1", "used", f.digest("ckpt-4")),
+            ("x2", "produced", f.digest("ckpt-4")),
+            ("r6", "produced", f.digest("ckpt-1")),
+        ]
+        assert [r[0] for r in rows] == sorted(r[0] for r in rows)
+        # Each row as select() gives it; the runs' own rows are left out.
+        by_digest = store.select("edges", "digest", [f.digest("ckpt-1"), f.digest("ckpt-4")])
+        assert rows == [r for r in by_digest if r[1] not in ("r0", "r3")]
+        # Digests a run only used are not followed.
+        assert store.product_readers(["x1"]) == []
+        assert store.product_readers(["nope"]) == store.product_readers([]) == []
 
 
 def test_edge_entries_bring_each_edges_row_with_its_entry(ledger_url: str) -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping
+from operator import itemgetter
 from typing import Any
 
 from trainguard.ledger._blast_types import CleanRun, Indicator, Reason, RunFacts, iso
 from trainguard.ledger._query import Index
 
 __all__ = ["Search"]
+
+_by_leaf = itemgetter(0)
 
 #: Reasons kept per affected run (the first ones found, shortest paths first).
 _MAX_REASONS = 3
@@ -132,7 +135,8 @@ class Search:
         depth = 0
         while frontier and (self.max_depth is None or depth < self.max_depth):
             depth += 1
-            produced = [r for r in self.index.run_edges(frontier) if r[2] == "produced"]
+            edges, others = self.index.derivations(frontier)
+            produced = [r for r in edges if r[2] == "produced"]
             new: dict[str, tuple[int, str]] = {}  # digest -> its first producing edge
             artifacts = self.artifacts
             for leaf, run_id, _d, digest, kind, name in produced:
@@ -148,9 +152,14 @@ class Search:
                 # else: reached at a smaller depth (or the indicator itself)
             next_frontier: set[str] = set()
             reasons = self.reasons
-            # The produced rows in hand are not fetched again: only their readers are new.
-            readers = self.index.select("edges", "digest", new, held=[r[0] for r in produced])
-            for leaf, run_id, direction, digest, _k in readers:
+            # The rows naming a digest first reached here: other runs' (found by the
+            # index with the edges) and the frontier's own (in hand), by leaf.
+            readers = [r for r in others if r[3] in new]
+            own = [r for r in edges if r[2] != "produced" and r[3] in new]
+            if own:
+                readers.extend(own)
+                readers.sort(key=_by_leaf)
+            for leaf, run_id, direction, digest, *_ in readers:
                 first = new.get(digest)
                 if direction != "used" or first is None:
                     continue

@@ -12,18 +12,22 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from operator import itemgetter
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from trainguard.errors import LedgerIntegrityError
+from trainguard.errors import LedgerIntegrityError, StorageError
 from trainguard.ledger import _canonical, _fast, _merkle
 from trainguard.ledger._index import TABLES, rows_of
-from trainguard.ledger.storage import Storage
+from trainguard.ledger.storage import LedgerURL, Storage, open_storage
+
+_T = TypeVar("_T")
 
 __all__ = [
     "Checked",
     "Index",
     "LogIndex",
+    "SideConnection",
     "StorageIndex",
     "cross_check",
     "read_checked",
@@ -42,16 +46,20 @@ class Index(Protocol):
     #: Every row returned so far, as ``(table, rows)`` batches (rows include their leaf).
     used: list[tuple[str, list[tuple[Any, ...]]]]
 
-    def select(
-        self, table: str, column: str, values: Collection[Any], *, held: Collection[int] = ()
-    ) -> list[tuple[Any, ...]]:
-        """Rows whose ``column`` is one of ``values``, except rows whose leaf is in
-        ``held``: rows this index handed out already (the caller vouches for that)."""
+    def select(self, table: str, column: str, values: Collection[Any]) -> list[tuple[Any, ...]]:
+        """Rows whose ``column`` is one of ``values``, by leaf."""
         ...
 
     def run_edges(self, run_ids: Collection[str]) -> list[_fast.CheckedEdge]:
         """The ``edges`` rows of ``run_ids``, each with its entry's file name:
         ``(leaf, run_id, direction, digest, artifact_kind, name or None)``, by leaf."""
+        ...
+
+    def derivations(
+        self, run_ids: Collection[str]
+    ) -> tuple[list[_fast.CheckedEdge], list[tuple[Any, ...]]]:
+        """:meth:`run_edges` of ``run_ids``, and the ``edges`` rows of other runs that
+        name a digest one of those produced (``Storage.product_readers``), by leaf."""
         ...
 
     def runs_in_window(self, start: int, stop: int) -> list[tuple[Any, ...]]: ...
@@ -61,11 +69,57 @@ class Index(Protocol):
     def run_totals(self, as_of: int) -> list[tuple[str, int, int]]: ...
 
 
-class StorageIndex:
-    """Queries answered by the derived tables of a storage backend."""
+class SideConnection:
+    """A second connection to a ledger, used by one worker thread: reads that run
+    while this thread works on what it has (the database releases the GIL).
 
-    def __init__(self, storage: Storage) -> None:
+    :meth:`submit` returns a future; where the connection cannot be opened its
+    futures raise :class:`StorageError`, and callers ask their own connection.
+    """
+
+    def __init__(self, url: LedgerURL) -> None:
+        self._url = url
+        self._storage: Storage | None = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="trainguard-side")
+        self._closed = False
+
+    def submit(self, work: Callable[[Storage], _T]) -> Future[_T]:
+        return self._pool.submit(self._run, work)
+
+    def _run(self, work: Callable[[Storage], _T]) -> _T:
+        if self._storage is None:  # opened in the worker: a SQLite connection stays in its thread
+            self._storage = open_storage(self._url)
+        return work(self._storage)
+
+    def close(self) -> None:
+        """Wait for the submitted work, then close the connection (in its thread)."""
+        if not self._closed:
+            self._closed = True
+            self._pool.submit(self._close)
+            self._pool.shutdown(wait=True)
+
+    def _close(self) -> None:
+        if self._storage is not None:
+            self._storage.close()
+            self._storage = None
+
+    def __enter__(self) -> SideConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class StorageIndex:
+    """Queries answered by the derived tables of a storage backend.
+
+    With a :class:`SideConnection`, the rows of a closure's next step are read
+    on it while this connection reads (and checks) the runs' own edges.
+    """
+
+    def __init__(self, storage: Storage, side: SideConnection | None = None) -> None:
         self.storage = storage
+        self.side = side
         self.used: list[tuple[str, list[tuple[Any, ...]]]] = []
         #: Entries read (and hashed) along with the rows that name them.
         self.checked: Checked = {}
@@ -74,12 +128,10 @@ class StorageIndex:
         self.used.append((table, rows))
         return rows
 
-    def select(
-        self, table: str, column: str, values: Collection[Any], *, held: Collection[int] = ()
-    ) -> list[tuple[Any, ...]]:
+    def select(self, table: str, column: str, values: Collection[Any]) -> list[tuple[Any, ...]]:
         if not values:
             return []
-        return self._note(table, self.storage.select(table, column, values, held=held))
+        return self._note(table, self.storage.select(table, column, values))
 
     def run_edges(self, run_ids: Collection[str]) -> list[_fast.CheckedEdge]:
         # The rows come with their entries (the bulk of what a large answer proves),
@@ -97,6 +149,21 @@ class StorageIndex:
             edges.extend((*r[:5], _name_of(r[6])) for r in odd)
             edges.sort(key=_by_leaf)
         return edges
+
+    def derivations(
+        self, run_ids: Collection[str]
+    ) -> tuple[list[_fast.CheckedEdge], list[tuple[Any, ...]]]:
+        if not run_ids:
+            return [], []
+        ids = list(run_ids)
+        later = self.side.submit(lambda side: side.product_readers(ids)) if self.side else None
+        edges = self.run_edges(ids)
+        try:
+            if later is not None:
+                return edges, self._note("edges", later.result())
+        except StorageError:  # the side connection failed: this one answers (or fails alike)
+            pass
+        return edges, self._note("edges", self.storage.product_readers(ids))
 
     def runs_in_window(self, start: int, stop: int) -> list[tuple[Any, ...]]:
         return self._note("runs", self.storage.runs_in_window(start, stop))
@@ -146,12 +213,9 @@ class LogIndex:
             self._by[key] = by
         return self._by[key]
 
-    def select(
-        self, table: str, column: str, values: Collection[Any], *, held: Collection[int] = ()
-    ) -> list[tuple[Any, ...]]:
+    def select(self, table: str, column: str, values: Collection[Any]) -> list[tuple[Any, ...]]:
         by = self._column(table, column)
-        skip = set(held)
-        rows = [r for v in set(values) for r in by.get(v, ()) if r[0] not in skip]
+        rows = [r for v in set(values) for r in by.get(v, ())]
         rows.sort(key=_by_leaf)  # in leaf order, as the storage answers: the same report twice
         self.used.append((table, rows))
         return rows
@@ -159,6 +223,14 @@ class LogIndex:
     def run_edges(self, run_ids: Collection[str]) -> list[_fast.CheckedEdge]:
         names = self._names
         return [(*r, names.get(r[0])) for r in self.select("edges", "run_id", run_ids)]
+
+    def derivations(
+        self, run_ids: Collection[str]
+    ) -> tuple[list[_fast.CheckedEdge], list[tuple[Any, ...]]]:
+        edges = self.run_edges(run_ids)
+        ids = set(run_ids)
+        produced = {r[3] for r in edges if r[2] == "produced"}
+        return edges, [r for r in self.select("edges", "digest", produced) if r[1] not in ids]
 
     def runs_in_window(self, start: int, stop: int) -> list[tuple[Any, ...]]:
         rows = [r for r in self._tables["runs"] if r[6] < stop and (r[7] is None or r[7] >= start)]

@@ -143,24 +143,10 @@ class SQLiteStorage(SQLStorage):
         # One statement for any number of values: the list travels as one JSON
         # parameter (SQLite's json_each), instead of hundreds of IN (?, ...) chunks.
         if values:
+            listed = _json_list(_in_key_order(values))
             yield from self._execute(
                 sql.replace("IN ({inl})", "IN (SELECT value FROM json_each(?))"),
-                (_json_list(_in_key_order(values)),),
-            )
-
-    def _in_except(
-        self, sql: str, values: Sequence[Any], held: Sequence[int]
-    ) -> Iterator[tuple[Any, ...]]:
-        # Excluded in SQL: the rows are never built (a blast-radius closure holds
-        # ~10^5 of the rows its next probe would otherwise return again).
-        if values:
-            yield from self._execute(
-                sql.replace(
-                    "IN ({inl})",
-                    "IN (SELECT value FROM json_each(?))"
-                    " AND t.leaf NOT IN (SELECT value FROM json_each(?))",
-                ),
-                (_json_list(_in_key_order(values)), _json_list(_in_key_order(held))),
+                (listed,) * sql.count("IN ({inl})"),
             )
 
     def maintain(self) -> None:
