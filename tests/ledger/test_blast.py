@@ -294,6 +294,38 @@ def test_altered_edge_rows_of_affected_runs_are_caught(
     assert result.affected_artifacts == want.affected_artifacts
 
 
+@pytest.mark.parametrize(
+    "update",
+    [
+        "UPDATE runs SET accelerator_count = 800 WHERE run_id = 'ft-a'",
+        "UPDATE runs SET ended_at = ended_at + 360000 WHERE run_id = 'eval-a'",
+        "UPDATE runs SET user_name = 'nobody' WHERE run_id = 'ft-c'",
+    ],
+)
+def test_altered_run_rows_of_affected_runs_are_caught(
+    ledger: Ledger, ledger_url: str, update: str
+) -> None:
+    # An affected run's record is read with its entry and checked as read: GPU-hours
+    # and users come from what the log says, and the index is reported.
+    want = radius(ledger, artifacts=(P1X,), from_log=True)
+    raw(ledger_url, update)
+    result = radius(ledger, artifacts=(P1X,))
+    assert "disagreed" in result.answered_from and result.index_problems
+    assert result.to_json()["affected_runs"] == want.to_json()["affected_runs"]
+    assert result.totals == want.totals
+
+
+def test_hosts_of_affected_runs_come_from_their_entries(ledger: Ledger, ledger_url: str) -> None:
+    # A run_hosts row altered: the answer names the hosts the run's entry records
+    # (the count check still sees the table as whole; verify reports the row).
+    want = radius(ledger, artifacts=(P1X,))
+    raw(ledger_url, "UPDATE run_hosts SET host = 'gpu-666' WHERE host = 'gpu-003'")
+    result = radius(ledger, artifacts=(P1X,))
+    hosts = {a.facts.run_id: a.facts.hosts for a in result.affected_runs}
+    assert hosts["ft-a"] == ("gpu-003",)
+    assert result.to_json()["affected_runs"] == want.to_json()["affected_runs"]
+
+
 def test_an_altered_entry_of_an_affected_run_fails_closed(ledger: Ledger, ledger_url: str) -> None:
     leaf = raw(
         ledger_url, "SELECT leaf FROM edges WHERE run_id = 'ft-a' AND direction = 'produced'"

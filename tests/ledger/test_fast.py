@@ -373,3 +373,47 @@ def test_gc_paused_hands_its_objects_to_the_oldest_generation() -> None:
     finally:
         gc.unfreeze()
     assert len(more) == len(made) and keep
+
+
+def _run_join(leaf: Any, run: Any = None, **change: Any) -> tuple[Any, ...]:
+    """A row of the runs-entries join for a canonical run entry: the row its entry
+    says (with ``change`` applied to the row's columns), then the entry's columns."""
+    from tests.ledger import _factory as f
+    from trainguard.ledger._index import TABLES
+    from trainguard.ledger._ledger import prepare
+
+    entry = prepare(run or f.run("r1", hosts=("gpu-002", "gpu-001"), env=f.digest("env")))
+    ((_table, values),) = [r for r in entry.rows if r[0] == "runs"]
+    row = dict(zip(TABLES["runs"], (leaf, *values), strict=True))
+    row.update(change)
+    return (*row.values(), entry.kind, entry.data, entry.leaf_hash)
+
+
+def test_checked_runs_pass_only_rows_their_intact_entry_says() -> None:
+    good = _run_join(0)
+    data = good[-2]
+    canonical_not = data.replace(b'"r1"', b'"r\\u0031"')
+    rows: list[tuple[Any, ...]] = [
+        good,
+        _run_join(1, user_name="eve"),  # a column altered
+        _run_join(2, accelerator_count=800),
+        _run_join(3, ended_at=None),
+        _run_join(4, n_hosts=1),  # a host row deleted, and the count with it
+        (5, *good[1:-1], b"\x00" * 32),  # the entry was altered
+        (6, *good[1:-3], "edge", *good[-2:]),  # an entry of another kind
+        (7, *good[1:-2], canonical_not, _merkle.leaf_hash(canonical_not)),  # not canonical
+        (8, *good[1:-2], None, None),  # no entry has that leaf
+        (9.0, *good[1:]),  # a leaf of another type
+        good[:-1],  # not a joined row
+        _run_join(11, user_name=b"ana"),  # a blob column
+    ]
+    checked: dict[Any, tuple[bytes, bytes | None]] = {}
+    runs, others = _fast.checked_runs(rows, checked)
+    assert [r[0][0] for r in runs] == [0]
+    row, hosts = runs[0]
+    assert row == good[:-3] and sorted(hosts) == ["gpu-001", "gpu-002"]
+    assert others == list(range(1, 12))
+    # Every entry read is recorded for the evidence, an altered one without its hash.
+    assert sorted(checked) == [0, 1, 2, 3, 4, 5, 6, 7, 11]
+    assert checked[7] == (canonical_not, _merkle.leaf_hash(canonical_not))
+    assert checked[5] == (data, None) and checked[0] == (data, _merkle.leaf_hash(data))

@@ -271,17 +271,21 @@ def test_product_readers_are_other_runs_rows_naming_what_the_runs_produced(
         assert store.product_readers(["nope"]) == store.product_readers([]) == []
 
 
-def test_edge_entries_bring_each_edges_row_with_its_entry(ledger_url: str) -> None:
+@pytest.mark.parametrize("table", ["edges", "runs"])
+def test_rows_with_entries_bring_each_row_with_its_entry(ledger_url: str, table: str) -> None:
     with Ledger.open(ledger_url, create=True) as ledger:
         ledger.append(_records(30))
         store = ledger.storage
         runs = [f"r{i}" for i in range(0, 30, 3)]
-        joined = store.edge_entries([*runs, "nope", *runs])
-        # The edges rows select() gives, in leaf order, each with its stored entry.
-        assert [r[:5] for r in joined] == store.select("edges", "run_id", runs)
+        joined = store.rows_with_entries(table, "run_id", [*runs, "nope", *runs])
+        # The rows select() gives, in leaf order, each with its stored entry.
+        assert [r[:-3] for r in joined] == store.select(table, "run_id", runs)
+        assert len(joined) == {"edges": 20, "runs": 10}[table]
         entries = {e[0]: e for e in store.entries_at([r[0] for r in joined])}
-        assert [r[5:] for r in joined] == [entries[r[0]][1:] for r in joined]
-        assert store.edge_entries([]) == []
+        assert [r[-3:] for r in joined] == [entries[r[0]][1:] for r in joined]
+        assert store.rows_with_entries(table, "run_id", []) == []
+        with pytest.raises(ValueError):
+            store.rows_with_entries(table, "run_id; DROP TABLE runs", ["x"])
 
 
 def test_newest_runs_pages_each_run_by_its_first_record(ledger_url: str) -> None:

@@ -183,13 +183,12 @@ class Search:
     # facts ----------------------------------------------------------------------
 
     def run_facts(self, run_ids: Collection[str]) -> dict[str, RunFacts]:
-        rows = self.index.select("runs", "run_id", run_ids)
         first: dict[str, tuple[Any, ...]] = {}
-        for row in sorted(rows):
-            first.setdefault(row[1], row)
-        hosts: dict[int, list[str]] = defaultdict(list)
-        for leaf, host in self.index.select("run_hosts", "leaf", [r[0] for r in first.values()]):
-            hosts[leaf].append(host)
+        hosts: dict[int, tuple[str, ...]] = {}
+        for row, row_hosts in self.index.run_records(run_ids):  # by leaf: the first record
+            if row[1] not in first:
+                first[row[1]] = row
+                hosts[row[0]] = row_hosts
         ends: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for leaf, run_id, ended in self.index.select("run_ends", "run_id", run_ids):
             ends[run_id].append((ended, leaf))
@@ -219,7 +218,7 @@ class Search:
                 run_id=run_id,
                 entry=row[0],
                 user=row[2],
-                hosts=tuple(sorted(hosts.get(row[0], []))),
+                hosts=tuple(sorted(hosts[row[0]])),
                 accelerator_type=row[3],
                 accelerator_count=row[4],
                 world_size=row[5],

@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from trainguard.ledger._index import EDGE_FAST, RUN_FAST
+from trainguard.ledger._index import EDGE_FAST, RUN_FAST, TABLES
 from trainguard.ledger._merkle import decompose
 from trainguard.ledger._merkle import perfect_levels as py_perfect_levels
 
@@ -28,6 +28,7 @@ __all__ = [
     "batch_piece_hashes",
     "batch_plan_keys",
     "checked_edges",
+    "checked_runs",
     "edge_rows",
     "gc_paused",
     "leaf_hashes",
@@ -43,6 +44,9 @@ RunFields = tuple[Any, ...]
 #: ``(leaf, run_id, direction, digest, artifact_kind, name or None)``: an edges
 #: row that its entry was checked to say, with the entry's file name.
 CheckedEdge = tuple[Any, ...]
+#: ``(runs row, hosts)``: a runs row that its entry was checked to say, with the
+#: entry's hosts.
+CheckedRun = tuple[tuple[Any, ...], tuple[str, ...]]
 #: Entries read and hashed, by leaf: ``(data, leaf hash or None where it differs
 #: from the stored one)``.
 CheckedEntries = dict[Any, tuple[bytes, "bytes | None"]]
@@ -181,6 +185,42 @@ def py_checked_edges(
         return None
 
     return _split(rows, checked_edge)
+
+
+def checked_runs(
+    rows: list[tuple[Any, ...]], checked: CheckedEntries
+) -> tuple[list[CheckedRun], list[int]]:
+    """Runs rows checked against their entries, over the rows of a join
+    ``(*runs row, entry kind, data, leaf_hash)``, with the compiled batch functions.
+
+    Sets ``checked[leaf]`` as :func:`py_checked_edges` does. Returns ``(runs,
+    others)``: ``(row, hosts)`` for each row whose entry is intact, is a run entry
+    in its canonical form (:data:`~trainguard.ledger._index.RUN_FAST`) and says
+    exactly what the row says (row and hosts taken from the entry), in row order;
+    and the positions of all other rows, which need the full checks.
+    """
+    width = len(TABLES["runs"])
+    batch = [
+        i
+        for i, r in enumerate(rows)
+        if type(r) is tuple and len(r) == width + 3 and type(r[0]) is int and type(r[-2]) is bytes
+    ]
+    datas = [rows[i][-2] for i in batch]
+    taken: list[CheckedRun] = []
+    others = sorted(set(range(len(rows))).difference(batch))
+    for i, h, fields in zip(batch, leaf_hashes(datas), run_fields(datas), strict=True):
+        row = rows[i]
+        leaf, kind, data, stored = row[0], row[-3], row[-2], row[-1]
+        intact = h == stored
+        checked[leaf] = (data, h if intact else None)
+        if intact and kind == "run" and fields is not None:
+            said = (leaf, *fields[:8], len(fields[8]))
+            if row[:width] == said:
+                taken.append((said, fields[8]))
+                continue
+        others.append(i)
+    others.sort()
+    return taken, others
 
 
 def _check_indexes(size: int, indexes: list[int]) -> None:

@@ -62,6 +62,10 @@ class Index(Protocol):
         name a digest one of those produced (``Storage.product_readers``), by leaf."""
         ...
 
+    def run_records(self, run_ids: Collection[str]) -> list[_fast.CheckedRun]:
+        """The ``runs`` rows of ``run_ids``, each with its hosts, by leaf."""
+        ...
+
     def runs_in_window(self, start: int, stop: int) -> list[tuple[Any, ...]]: ...
 
     def runs_started(self, start: int, stop: int, limit: int) -> list[tuple[Any, ...]]: ...
@@ -138,7 +142,7 @@ class StorageIndex:
         # and each is checked against its entry as it is read, in one compiled pass.
         if not run_ids:
             return []
-        rows = self.storage.edge_entries(run_ids)
+        rows = self.storage.rows_with_entries("edges", "run_id", run_ids)
         edges, others = _fast.checked_edges(rows, self.checked)
         if others:
             # Rows that pass must say what their intact, canonical entry says; the
@@ -164,6 +168,20 @@ class StorageIndex:
         except StorageError:  # the side connection failed: this one answers (or fails alike)
             pass
         return edges, self._note("edges", self.storage.product_readers(ids))
+
+    def run_records(self, run_ids: Collection[str]) -> list[_fast.CheckedRun]:
+        # As run_edges: read with their entries and checked as read; the hosts of
+        # a row that passes come from its entry (no run_hosts rows to read or check).
+        if not run_ids:
+            return []
+        rows = self.storage.rows_with_entries("runs", "run_id", run_ids)
+        records, others = _fast.checked_runs(rows, self.checked)
+        if others:
+            width = len(TABLES["runs"])
+            odd = self._note("runs", [rows[i][:width] for i in others])
+            records.extend(_with_hosts(odd, self.select("run_hosts", "leaf", [r[0] for r in odd])))
+            records.sort(key=_by_first_leaf)
+        return records
 
     def runs_in_window(self, start: int, stop: int) -> list[tuple[Any, ...]]:
         return self._note("runs", self.storage.runs_in_window(start, stop))
@@ -232,6 +250,10 @@ class LogIndex:
         produced = {r[3] for r in edges if r[2] == "produced"}
         return edges, [r for r in self.select("edges", "digest", produced) if r[1] not in ids]
 
+    def run_records(self, run_ids: Collection[str]) -> list[_fast.CheckedRun]:
+        rows = self.select("runs", "run_id", run_ids)
+        return _with_hosts(rows, self.select("run_hosts", "leaf", [r[0] for r in rows]))
+
     def runs_in_window(self, start: int, stop: int) -> list[tuple[Any, ...]]:
         rows = [r for r in self._tables["runs"] if r[6] < stop and (r[7] is None or r[7] >= start)]
         self.used.append(("runs", rows))
@@ -255,6 +277,20 @@ class LogIndex:
             t[0] += 1
             t[1] += r[4] * (end - r[6])
         return [(k, v[0], v[1]) for k, v in sorted(totals.items())]
+
+
+def _by_first_leaf(record: _fast.CheckedRun) -> Any:
+    return record[0][0]
+
+
+def _with_hosts(
+    runs: list[tuple[Any, ...]], host_rows: list[tuple[Any, ...]]
+) -> list[_fast.CheckedRun]:
+    """Each ``runs`` row with the hosts its ``run_hosts`` rows name."""
+    hosts: dict[Any, list[str]] = defaultdict(list)
+    for leaf, host in host_rows:
+        hosts[leaf].append(host)
+    return [(row, tuple(hosts.get(row[0], ()))) for row in runs]
 
 
 _SCANNER: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]

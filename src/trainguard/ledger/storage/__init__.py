@@ -149,15 +149,17 @@ class Storage(Protocol):
         """Rows of a derived table whose indexed ``column`` is one of ``values``, by leaf."""
         ...
 
-    def edge_entries(self, run_ids: Collection[str]) -> list[tuple[Any, ...]]:
-        """The ``edges`` rows of ``run_ids``, each with the entry its leaf names:
-        ``(leaf, run_id, direction, digest, artifact_kind, kind, data, leaf_hash)``
-        by leaf, the last three ``None`` where no entry has that leaf."""
+    def rows_with_entries(
+        self, table: str, column: str, values: Collection[Any]
+    ) -> list[tuple[Any, ...]]:
+        """:meth:`select`'s rows, each with the entry its leaf names:
+        ``(*row, kind, data, leaf_hash)`` by leaf, the last three ``None`` where no
+        entry has that leaf."""
         ...
 
     def product_readers(self, run_ids: Collection[str]) -> list[tuple[Any, ...]]:
         """``edges`` rows naming a digest that a ``produced`` row of ``run_ids`` names,
-        except the rows of ``run_ids`` themselves (:meth:`edge_entries` has those), by leaf."""
+        except the rows of ``run_ids`` themselves (:meth:`rows_with_entries` has those), by leaf."""
         ...
 
     def runs_in_window(self, start: int, stop: int) -> list[tuple[Any, ...]]:
