@@ -421,8 +421,10 @@ class Ledger:
         found = self._perfect(key for group in plan for key in group)
         # Nearly every group is one subtree (~10^4 for a large answer): no fold call.
         return tuple(
-            found[group[0]] if len(group) == 1 else _merkle.fold([found[key] for key in group])
-            for group in plan
+            [
+                found[group[0]] if len(group) == 1 else _merkle.fold([found[key] for key in group])
+                for group in plan
+            ]
         )
 
     def inclusion_proof(self, index: int, size: int | None = None) -> InclusionProof:

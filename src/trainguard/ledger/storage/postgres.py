@@ -231,10 +231,11 @@ class PostgresStorage(SQLStorage):
         with self._locked():
             self._execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
 
-    def _in(self, sql: str, values: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
+    def _in(self, sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
         # One array parameter, sent in binary (%b): the text form costs the client
         # its quoting and the server its parsing, half the time of a 10^5-value probe.
         # (A ``%b`` of this backend's own SQL stands for the values too.)
-        if values:
-            sql = sql.replace("IN ({inl})", "= ANY(%b)")
-            yield from self._read(sql, (array_param(values),) * sql.count("%b"))
+        if not values:
+            return []
+        sql = sql.replace("IN ({inl})", "= ANY(%b)")
+        return self._read(sql, (array_param(values),) * sql.count("%b"))

@@ -139,15 +139,16 @@ class SQLiteStorage(SQLStorage):
         except sqlite3.Error as exc:
             raise wrap(exc, self.url, f"inserting into {table}") from exc
 
-    def _in(self, sql: str, values: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
+    def _in(self, sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
         # One statement for any number of values: the list travels as one JSON
         # parameter (SQLite's json_each), instead of hundreds of IN (?, ...) chunks.
-        if values:
-            listed = _json_list(_in_key_order(values))
-            yield from self._execute(
-                sql.replace("IN ({inl})", "IN (SELECT value FROM json_each(?))"),
-                (listed,) * sql.count("IN ({inl})"),
-            )
+        if not values:
+            return []
+        listed = _json_list(_in_key_order(values))
+        return self._execute(
+            sql.replace("IN ({inl})", "IN (SELECT value FROM json_each(?))"),
+            (listed,) * sql.count("IN ({inl})"),
+        )
 
     def maintain(self) -> None:
         self._rebuild_indexes()
