@@ -28,6 +28,7 @@ class Search:
         self.max_depth = max_depth
         self.reasons: dict[str, list[Reason]] = defaultdict(list)
         #: digest -> [depth, artifact kind, file name, producing runs, producing edges]
+        #: (the last two tuples: nearly every artifact has one producer)
         self.artifacts: dict[str, list[Any]] = {}
         self.sources: list[dict[str, Any]] = []
         self.facts: dict[str, RunFacts] = {}
@@ -53,7 +54,7 @@ class Search:
                     {"digest": digest, "produced_by": run_id, "kind": kind, "entries": [leaf]}
                 )
         for digest in content:
-            self.artifacts.setdefault(digest, [0, None, None, [], []])
+            self.artifacts.setdefault(digest, [0, None, None, (), ()])
         for leaf, digest, kind in idx.select("artifacts", "digest", content):
             self.sources.append({"digest": digest, "registered_as": kind, "entries": [leaf]})
         if ind.files:
@@ -142,11 +143,11 @@ class Search:
             for leaf, run_id, _d, digest, kind, name in produced:
                 info = artifacts.get(digest)
                 if info is None:
-                    artifacts[digest] = [depth, kind, name, [run_id], [leaf]]
+                    artifacts[digest] = [depth, kind, name, (run_id,), (leaf,)]
                     new[digest] = (leaf, run_id)
                 elif digest in new:  # another producer at this depth
-                    info[3].append(run_id)
-                    info[4].append(leaf)
+                    info[3] += (run_id,)
+                    info[4] += (leaf,)
                     if info[2] is None:
                         info[2] = name  # the file name the first named producer recorded
                 # else: reached at a smaller depth (or the indicator itself)

@@ -75,21 +75,24 @@ def verify_batch(
             short or too long, a hash is malformed, or the recomputed root differs.
     """
     subject = f"{len(leaves)} leaves of tree size {size}"
-    if any(not 0 <= i < size for i in leaves):
+    # (The checks below scan 10^5 values for a large report: with map, at C speed,
+    # and a Python loop only to describe what fails.)
+    if leaves and not (min(leaves) >= 0 and max(leaves) < size):
         raise LedgerIntegrityError(
             "batch inclusion proof for a leaf outside the tree",
             subject=subject,
             expected=f"0 <= index < {size}",
             found=str(sorted(i for i in leaves if not 0 <= i < size)[:5]),
         )
-    for value in (root, *leaves.values(), *proof):
-        if type(value) is not bytes or len(value) != HASH_SIZE:
-            raise LedgerIntegrityError(
-                "a batch inclusion proof holds a value that is not a SHA-256 hash",
-                subject=subject,
-                expected=f"{HASH_SIZE} bytes",
-                found=f"{len(value)} bytes" if type(value) is bytes else type(value).__name__,
-            )
+    values = (root, *leaves.values(), *proof)
+    if set(map(type, values)) != {bytes} or set(map(len, values)) != {HASH_SIZE}:
+        value = next(v for v in values if type(v) is not bytes or len(v) != HASH_SIZE)
+        raise LedgerIntegrityError(
+            "a batch inclusion proof holds a value that is not a SHA-256 hash",
+            subject=subject,
+            expected=f"{HASH_SIZE} bytes",
+            found=f"{len(value)} bytes" if type(value) is bytes else type(value).__name__,
+        )
     wanted = sorted(leaves)
     short = LedgerIntegrityError(
         "batch inclusion proof is shorter than the tree needs", subject=subject

@@ -107,6 +107,7 @@ def _compute(
             if reason.via:
                 used_by[reason.via] += 1
     new = tuple.__new__  # AffectedArtifact's own __new__ is Python: 10^5 calls
+    uses = used_by.get
     artifacts = [
         new(
             AffectedArtifact,
@@ -115,9 +116,9 @@ def _compute(
                 kind,
                 name,
                 depth,
-                tuple(dict.fromkeys(producers)) if len(producers) > 1 else tuple(producers),
-                used_by.get(digest, 0),
-                tuple(entries),
+                tuple(dict.fromkeys(producers)) if len(producers) > 1 else producers,
+                uses(digest, 0),
+                entries,
             ),
         )
         for digest, (depth, kind, name, producers, entries) in search.artifacts.items()
@@ -164,6 +165,8 @@ def _totals(
 
 
 _entries_of = attrgetter("entries")
+_reasons_of = attrgetter("reasons")
+_end_entries_of = attrgetter("end_entries")
 
 
 def _cited(
@@ -171,10 +174,12 @@ def _cited(
 ) -> set[int]:
     """Every entry a claim of the answer rests on."""
     search, affected, artifacts, clean, _ = result
-    cited: set[int] = set()
-    for a in affected:
-        cited.update(e for r in a.reasons for e in r.entries)
-        cited.update(e for e in (a.facts.entry, *a.facts.end_entries) if e is not None)
+    facts = [a.facts for a in affected]
+    cited = set(
+        chain.from_iterable(map(_entries_of, chain.from_iterable(map(_reasons_of, affected))))
+    )
+    cited.update(f.entry for f in facts if f.entry is not None)
+    cited.update(chain.from_iterable(map(_end_entries_of, facts)))
     cited.update(chain.from_iterable(map(_entries_of, artifacts)))
     for c in clean:
         cited.update(c.entries)
