@@ -7,12 +7,24 @@ from collections.abc import Collection, Iterable, Mapping
 from operator import itemgetter
 from typing import Any
 
-from trainguard.ledger._blast_types import CleanRun, Indicator, Reason, RunFacts, iso
+from trainguard.ledger._blast_types import (
+    AffectedArtifact,
+    CleanRun,
+    Indicator,
+    Reason,
+    RunFacts,
+    iso,
+)
 from trainguard.ledger._query import Index
 
 __all__ = ["Search"]
 
 _by_leaf = itemgetter(0)
+
+
+def _sorted(names: tuple[str, ...]) -> tuple[str, ...]:
+    return names if len(names) < 2 else tuple(sorted(names))
+
 
 #: Reasons kept per affected run (the first ones found, shortest paths first).
 _MAX_REASONS = 3
@@ -27,9 +39,8 @@ class Search:
         self.as_of = as_of
         self.max_depth = max_depth
         self.reasons: dict[str, list[Reason]] = defaultdict(list)
-        #: digest -> [depth, artifact kind, file name, producing runs, producing edges]
-        #: (the last two tuples: nearly every artifact has one producer)
-        self.artifacts: dict[str, list[Any]] = {}
+        #: Every artifact reached, by digest (``used_by`` is filled in by the caller).
+        self.artifacts: dict[str, AffectedArtifact] = {}
         self.sources: list[dict[str, Any]] = []
         self.facts: dict[str, RunFacts] = {}
 
@@ -54,7 +65,7 @@ class Search:
                     {"digest": digest, "produced_by": run_id, "kind": kind, "entries": [leaf]}
                 )
         for digest in content:
-            self.artifacts.setdefault(digest, [0, None, None, (), ()])
+            self.artifacts.setdefault(digest, AffectedArtifact(digest, None, None, 0, (), 0, ()))
         for leaf, digest, kind in idx.select("artifacts", "digest", content):
             self.sources.append({"digest": digest, "registered_as": kind, "entries": [leaf]})
         if ind.files:
@@ -140,16 +151,24 @@ class Search:
             produced = [r for r in edges if r[2] == "produced"]
             new: dict[str, tuple[int, str]] = {}  # digest -> its first producing edge
             artifacts = self.artifacts
+            # The answer's tuples are made here, once (tuple.__new__: the named tuple's
+            # own __new__ is Python, and a large answer holds 10^5 of them).
+            make = tuple.__new__
             for leaf, run_id, _d, digest, kind, name in produced:
-                info = artifacts.get(digest)
-                if info is None:
-                    artifacts[digest] = [depth, kind, name, (run_id,), (leaf,)]
+                got = artifacts.get(digest)
+                if got is None:
+                    artifacts[digest] = make(
+                        AffectedArtifact, (digest, kind, name, depth, (run_id,), 0, (leaf,))
+                    )
                     new[digest] = (leaf, run_id)
-                elif digest in new:  # another producer at this depth
-                    info[3] += (run_id,)
-                    info[4] += (leaf,)
-                    if info[2] is None:
-                        info[2] = name  # the file name the first named producer recorded
+                elif digest in new:  # another producer (or edge) at this depth
+                    runs = got.produced_by
+                    artifacts[digest] = got._replace(
+                        # the file name the first named producer recorded
+                        name=got.name if got.name is not None else name,
+                        produced_by=runs if run_id in runs else (*runs, run_id),
+                        entries=(*got.entries, leaf),
+                    )
                 # else: reached at a smaller depth (or the indicator itself)
             next_frontier: set[str] = set()
             reasons = self.reasons
@@ -196,7 +215,7 @@ class Search:
         out = {}
         for run_id in run_ids:
             found = first.get(run_id)
-            end_rows = sorted(ends.get(run_id, []))
+            end_rows = sorted(ends[run_id]) if run_id in ends else []
             if found is None:
                 out[run_id] = RunFacts(
                     run_id,
@@ -219,7 +238,7 @@ class Search:
                 run_id=run_id,
                 entry=row[0],
                 user=row[2],
-                hosts=tuple(sorted(hosts[row[0]])),
+                hosts=_sorted(hosts[row[0]]),
                 accelerator_type=row[3],
                 accelerator_count=row[4],
                 world_size=row[5],

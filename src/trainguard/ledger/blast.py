@@ -106,23 +106,10 @@ def _compute(
         for reason in run.reasons:
             if reason.via:
                 used_by[reason.via] += 1
-    new = tuple.__new__  # AffectedArtifact's own __new__ is Python: 10^5 calls
-    uses = used_by.get
-    artifacts = [
-        new(
-            AffectedArtifact,
-            (
-                digest,
-                kind,
-                name,
-                depth,
-                tuple(dict.fromkeys(producers)) if len(producers) > 1 else producers,
-                uses(digest, 0),
-                entries,
-            ),
-        )
-        for digest, (depth, kind, name, producers, entries) in search.artifacts.items()
-    ]
+    found = search.artifacts
+    for digest, n in used_by.items():
+        found[digest] = found[digest]._replace(used_by=n)
+    artifacts = list(found.values())
     # By depth, then digest: two stable sorts on plain values (half the time of one
     # sort on a (depth, digest) key tuple made per artifact).
     artifacts.sort(key=itemgetter(0))
