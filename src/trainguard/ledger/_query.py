@@ -66,6 +66,11 @@ class Index(Protocol):
         """The ``runs`` rows of ``run_ids``, each with its hosts, by leaf."""
         ...
 
+    def prefetch_run_records(self, run_ids: Collection[str]) -> None:
+        """Start reading what :meth:`run_records` of ``run_ids`` will need, if it can
+        be read meanwhile (a later call with other ids reads afresh)."""
+        ...
+
     def runs_in_window(self, start: int, stop: int) -> list[tuple[Any, ...]]: ...
 
     def runs_started(self, start: int, stop: int, limit: int) -> list[tuple[Any, ...]]: ...
@@ -124,6 +129,7 @@ class StorageIndex:
     def __init__(self, storage: Storage, side: SideConnection | None = None) -> None:
         self.storage = storage
         self.side = side
+        self._runs_later: tuple[set[str], Future[list[tuple[Any, ...]]]] | None = None
         self.used: list[tuple[str, list[tuple[Any, ...]]]] = []
         #: Entries read (and hashed) along with the rows that name them.
         self.checked: Checked = {}
@@ -162,19 +168,28 @@ class StorageIndex:
         ids = list(run_ids)
         later = self.side.submit(lambda side: side.product_readers(ids)) if self.side else None
         edges = self.run_edges(ids)
-        try:
-            if later is not None:
-                return edges, self._note("edges", later.result())
-        except StorageError:  # the side connection failed: this one answers (or fails alike)
-            pass
-        return edges, self._note("edges", self.storage.product_readers(ids))
+        readers = _result(later) if later is not None else None
+        if readers is None:
+            readers = self.storage.product_readers(ids)
+        return edges, self._note("edges", readers)
+
+    def prefetch_run_records(self, run_ids: Collection[str]) -> None:
+        if self.side is not None and run_ids:
+            ids = list(run_ids)
+            self._runs_later = (
+                set(ids),
+                self.side.submit(lambda side: side.rows_with_entries("runs", "run_id", ids)),
+            )
 
     def run_records(self, run_ids: Collection[str]) -> list[_fast.CheckedRun]:
         # As run_edges: read with their entries and checked as read; the hosts of
         # a row that passes come from its entry (no run_hosts rows to read or check).
         if not run_ids:
             return []
-        rows = self.storage.rows_with_entries("runs", "run_id", run_ids)
+        later, self._runs_later = self._runs_later, None
+        rows = _result(later[1]) if later is not None and later[0] == set(run_ids) else None
+        if rows is None:
+            rows = self.storage.rows_with_entries("runs", "run_id", run_ids)
         records, others = _fast.checked_runs(rows, self.checked)
         if others:
             width = len(TABLES["runs"])
@@ -250,6 +265,9 @@ class LogIndex:
         produced = {r[3] for r in edges if r[2] == "produced"}
         return edges, [r for r in self.select("edges", "digest", produced) if r[1] not in ids]
 
+    def prefetch_run_records(self, run_ids: Collection[str]) -> None:
+        pass  # (in memory already)
+
     def run_records(self, run_ids: Collection[str]) -> list[_fast.CheckedRun]:
         rows = self.select("runs", "run_id", run_ids)
         return _with_hosts(rows, self.select("run_hosts", "leaf", [r[0] for r in rows]))
@@ -277,6 +295,15 @@ class LogIndex:
             t[0] += 1
             t[1] += r[4] * (end - r[6])
         return [(k, v[0], v[1]) for k, v in sorted(totals.items())]
+
+
+def _result(later: Future[_T]) -> _T | None:
+    """A side connection's answer; ``None`` where it failed (this connection then
+    asks again, and answers or fails alike)."""
+    try:
+        return later.result()
+    except StorageError:
+        return None
 
 
 def _by_first_leaf(record: _fast.CheckedRun) -> Any:

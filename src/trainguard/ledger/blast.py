@@ -92,18 +92,12 @@ def _compute(
     search = Search(index, indicator, as_of, max_depth)
     search.seeds()
     search.closure()
+    # The affected runs' records are read on the side while the artifacts are listed.
+    index.prefetch_run_records(list(search.reasons))
     after_closure()
-    facts = search.run_facts(list(search.reasons))
-    affected = sorted(
-        (
-            AffectedRun(facts[run_id], tuple(reasons), _cost(facts[run_id], prices))
-            for run_id, reasons in search.reasons.items()
-        ),
-        key=lambda a: (a.depth, a.facts.started_at or 0, a.facts.run_id),
-    )
     used_by: dict[str, int] = defaultdict(int)
-    for run in affected:
-        for reason in run.reasons:
+    for reasons in search.reasons.values():
+        for reason in reasons:
             if reason.via:
                 used_by[reason.via] += 1
     found = search.artifacts
@@ -114,6 +108,14 @@ def _compute(
     # sort on a (depth, digest) key tuple made per artifact).
     artifacts.sort(key=itemgetter(0))
     artifacts.sort(key=itemgetter(3))
+    facts = search.run_facts(list(search.reasons))
+    affected = sorted(
+        (
+            AffectedRun(facts[run_id], tuple(reasons), _cost(facts[run_id], prices))
+            for run_id, reasons in search.reasons.items()
+        ),
+        key=lambda a: (a.depth, a.facts.started_at or 0, a.facts.run_id),
+    )
     clean = search.clean_runs(facts, max_clean)
     totals = _totals(run_totals(), affected, prices)
     return search, affected, artifacts, clean, totals
