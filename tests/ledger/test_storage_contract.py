@@ -11,7 +11,7 @@ from trainguard.errors import LedgerIntegrityError
 from trainguard.ledger import _merkle
 from trainguard.ledger._ledger import Ledger, prepare
 from trainguard.ledger.signing import SigningKey
-from trainguard.ledger.storage import NODE_LEVEL, node_id, open_storage
+from trainguard.ledger.storage import NODE_LEVEL, READER_SPLIT, node_id, open_storage
 
 
 def stored_nodes(size: int, node_level: int = NODE_LEVEL) -> int:
@@ -252,6 +252,7 @@ def test_product_readers_are_other_runs_rows_naming_what_the_runs_produced(
                 f.produced("x2", "ckpt-4"),  # a second producer: named too
                 f.used("x2", "ckpt-100"),
                 f.produced("r6", "ckpt-1"),  # r6 produces what r0 did
+                f.used("x3", "ckpt-25"),  # r24's, a digest above READER_SPLIT
             ]
         )
         store = ledger.storage
@@ -266,6 +267,13 @@ def test_product_readers_are_other_runs_rows_naming_what_the_runs_produced(
         # Each row as select() gives it; the runs' own rows are left out.
         by_digest = store.select("edges", "digest", [f.digest("ckpt-1"), f.digest("ckpt-4")])
         assert rows == [r for r in by_digest if r[1] not in ("r0", "r3")]
+        # Two parts, split at READER_SPLIT, make up the whole (two connections share it).
+        whole = store.product_readers(["r0", "r3", "r24"])
+        assert whole == sorted([*rows, *store.select("edges", "run_id", ["x3"])])
+        low, high = (store.product_readers(["r0", "r3", "r24"], part) for part in (0, 1))
+        assert sorted(low + high) == whole
+        assert all(r[3] < READER_SPLIT for r in low) and all(r[3] >= READER_SPLIT for r in high)
+        assert low and high
         # Digests a run only used are not followed.
         assert store.product_readers(["x1"]) == []
         assert store.product_readers(["nope"]) == store.product_readers([]) == []

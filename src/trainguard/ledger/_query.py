@@ -166,11 +166,16 @@ class StorageIndex:
         if not run_ids:
             return [], []
         ids = list(run_ids)
-        later = self.side.submit(lambda side: side.product_readers(ids)) if self.side else None
+        if self.side is None:
+            return self.run_edges(ids), self._note("edges", self.storage.product_readers(ids))
+        # The side connection reads most of the readers while this one reads the
+        # edges (and checks them), then the rest (about the same time on each).
+        later = self.side.submit(lambda side: side.product_readers(ids, 0))
         edges = self.run_edges(ids)
-        readers = _result(later) if later is not None else None
-        if readers is None:
-            readers = self.storage.product_readers(ids)
+        readers = self.storage.product_readers(ids, 1)
+        theirs = _result(later)
+        readers.extend(self.storage.product_readers(ids, 0) if theirs is None else theirs)
+        readers.sort(key=_by_leaf)
         return edges, self._note("edges", readers)
 
     def prefetch_run_records(self, run_ids: Collection[str]) -> None:

@@ -42,6 +42,7 @@ from trainguard.ledger.storage._url import (
 __all__ = [
     "ENV_VAR",
     "NODE_LEVEL",
+    "READER_SPLIT",
     "AppendResult",
     "LedgerURL",
     "PreparedEntry",
@@ -58,6 +59,12 @@ __all__ = [
 #: The lowest level of Merkle subtrees a new ledger stores (2**3 = 8 leaves). Level 4
 #: would save another n/16 rows, but then an inclusion proof reads 15 leaf hashes.
 NODE_LEVEL = 3
+
+
+#: Where :meth:`Storage.product_readers` splits the digests into two parts: the
+#: part from here holds 3/16 of sha256 digests (the ledger's own connection reads
+#: it after a closure step's edges; a side connection reads the rest meanwhile).
+READER_SPLIT = "sha256:d"
 
 
 class PreparedEntry(NamedTuple):
@@ -157,9 +164,13 @@ class Storage(Protocol):
         entry has that leaf."""
         ...
 
-    def product_readers(self, run_ids: Collection[str]) -> list[tuple[Any, ...]]:
+    def product_readers(
+        self, run_ids: Collection[str], part: int | None = None
+    ) -> list[tuple[Any, ...]]:
         """``edges`` rows naming a digest that a ``produced`` row of ``run_ids`` names,
-        except the rows of ``run_ids`` themselves (:meth:`rows_with_entries` has those), by leaf."""
+        except the rows of ``run_ids`` themselves (:meth:`rows_with_entries` has
+        those), by leaf. ``part`` 0 or 1: only digests below :data:`READER_SPLIT`,
+        or only the others (two connections can share the work)."""
         ...
 
     def runs_in_window(self, start: int, stop: int) -> list[tuple[Any, ...]]:

@@ -18,7 +18,13 @@ from trainguard.errors import LedgerIntegrityError, StorageError
 from trainguard.ledger import _fast, _merkle
 from trainguard.ledger._index import INDEXES, INTEGER_COLUMNS, PRIMARY, TABLES
 from trainguard.ledger.signing import SignedTreeHead
-from trainguard.ledger.storage import NODE_LEVEL, AppendResult, PreparedEntry, node_id
+from trainguard.ledger.storage import (
+    NODE_LEVEL,
+    READER_SPLIT,
+    AppendResult,
+    PreparedEntry,
+    node_id,
+)
 from trainguard.ledger.storage._url import LedgerURL
 
 _first = itemgetter(0)
@@ -323,14 +329,19 @@ class SQLStorage(ABC):
     _readers_sql = (
         "SELECT u.leaf, u.run_id, u.direction, u.digest, u.artifact_kind FROM edges u"
         " WHERE u.digest IN (SELECT p.digest FROM edges p"
-        " WHERE p.run_id IN ({inl}) AND p.direction = 'produced')"
+        " WHERE p.run_id IN ({inl}) AND p.direction = 'produced'{part})"
         " AND u.leaf NOT IN (SELECT o.leaf FROM edges o WHERE o.run_id IN ({inl}))"
     )
+    #: :meth:`product_readers`' parts (``+``: the digest index is not for p's rows).
+    _reader_parts = (f" AND +p.digest < '{READER_SPLIT}'", f" AND +p.digest >= '{READER_SPLIT}'")
 
-    def product_readers(self, run_ids: Collection[str]) -> list[tuple[Any, ...]]:
+    def product_readers(
+        self, run_ids: Collection[str], part: int | None = None
+    ) -> list[tuple[Any, ...]]:
         # One statement: the produced digests never travel to the client and back
         # (10^4-10^5 of them for a large blast radius, most of them never read).
-        rows = [tuple(r) for r in self._in(self._readers_sql, list(set(run_ids)))]
+        sql = self._readers_sql.replace("{part}", "" if part is None else self._reader_parts[part])
+        rows = [tuple(r) for r in self._in(sql, list(set(run_ids)))]
         rows.sort(key=_first)
         return rows
 

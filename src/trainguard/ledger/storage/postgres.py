@@ -17,7 +17,7 @@ from typing import Any
 
 from trainguard.errors import ConfigError, StorageError
 from trainguard.ledger._index import INTEGER_COLUMNS, TABLES
-from trainguard.ledger.storage import AppendResult, PreparedEntry
+from trainguard.ledger.storage import READER_SPLIT, AppendResult, PreparedEntry
 from trainguard.ledger.storage._base import SQLStorage, wrap
 from trainguard.ledger.storage._url import LedgerURL
 
@@ -116,11 +116,13 @@ class PostgresStorage(SQLStorage):
     _readers_sql = (
         "SELECT u.leaf, u.run_id, u.direction, u.digest, u.artifact_kind"
         " FROM (SELECT DISTINCT p.digest FROM edges p"
-        " WHERE p.run_id IN ({inl}) AND p.direction = 'produced') d,"
+        " WHERE p.run_id IN ({inl}) AND p.direction = 'produced'{part}) d,"
         " LATERAL (SELECT * FROM edges x WHERE x.digest = d.digest OFFSET 0) u"
         " WHERE NOT EXISTS (SELECT 1 FROM unnest(%b::text[]) AS f(run_id)"
         " WHERE f.run_id = u.run_id)"
     )
+
+    _reader_parts = (f" AND p.digest < '{READER_SPLIT}'", f" AND p.digest >= '{READER_SPLIT}'")
 
     def __init__(self, url: LedgerURL) -> None:
         super().__init__(url)
