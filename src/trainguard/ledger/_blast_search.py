@@ -7,6 +7,7 @@ from collections.abc import Collection, Iterable, Mapping
 from operator import itemgetter
 from typing import Any
 
+from trainguard.ledger import _fast
 from trainguard.ledger._blast_types import (
     AffectedArtifact,
     CleanRun,
@@ -41,6 +42,8 @@ class Search:
         self.reasons: dict[str, list[Reason]] = defaultdict(list)
         #: Every artifact reached, by digest (``used_by`` is filled in by the caller).
         self.artifacts: dict[str, AffectedArtifact] = {}
+        #: Where each depth's artifacts start in :attr:`artifacts` (depth 1 first).
+        self.depth_starts: list[int] = []
         self.sources: list[dict[str, Any]] = []
         self.facts: dict[str, RunFacts] = {}
 
@@ -149,27 +152,8 @@ class Search:
             depth += 1
             edges, others = self.index.derivations(frontier)
             produced = [r for r in edges if r[2] == "produced"]
-            new: dict[str, tuple[int, str]] = {}  # digest -> its first producing edge
-            artifacts = self.artifacts
-            # The answer's tuples are made here, once (tuple.__new__: the named tuple's
-            # own __new__ is Python, and a large answer holds 10^5 of them).
-            make = tuple.__new__
-            for leaf, run_id, _d, digest, kind, name in produced:
-                got = artifacts.get(digest)
-                if got is None:
-                    artifacts[digest] = make(
-                        AffectedArtifact, (digest, kind, name, depth, (run_id,), 0, (leaf,))
-                    )
-                    new[digest] = (leaf, run_id)
-                elif digest in new:  # another producer (or edge) at this depth
-                    runs = got.produced_by
-                    artifacts[digest] = got._replace(
-                        # the file name the first named producer recorded
-                        name=got.name if got.name is not None else name,
-                        produced_by=runs if run_id in runs else (*runs, run_id),
-                        entries=(*got.entries, leaf),
-                    )
-                # else: reached at a smaller depth (or the indicator itself)
+            self.depth_starts.append(len(self.artifacts))
+            new = self._reach(produced, depth)
             next_frontier: set[str] = set()
             reasons = self.reasons
             # The rows naming a digest first reached here: other runs' (found by the
@@ -199,6 +183,33 @@ class Search:
                         )
                     )
             frontier = next_frontier
+
+    def _reach(self, produced: list[_fast.CheckedEdge], depth: int) -> dict[str, tuple[int, str]]:
+        """Add the artifacts ``produced`` first reaches (at ``depth``) to the answer;
+        returns each one's first producing edge ``(leaf, run_id)`` by digest."""
+        artifacts = self.artifacts
+        new: dict[str, tuple[int, str]] = {}
+        # The answer's tuples are made here, once (tuple.__new__: the named tuple's
+        # own __new__ is Python, and a large answer holds 10^5 of them). (A loop: map
+        # and zip over columns measured a third slower.)
+        make = tuple.__new__
+        for leaf, run_id, _d, digest, kind, name in produced:
+            got = artifacts.get(digest)
+            if got is None:
+                artifacts[digest] = make(
+                    AffectedArtifact, (digest, kind, name, depth, (run_id,), 0, (leaf,))
+                )
+                new[digest] = (leaf, run_id)
+            elif digest in new:  # another producer (or edge) at this depth
+                runs = got.produced_by
+                artifacts[digest] = got._replace(
+                    # the file name the first named producer recorded
+                    name=got.name if got.name is not None else name,
+                    produced_by=runs if run_id in runs else (*runs, run_id),
+                    entries=(*got.entries, leaf),
+                )
+            # else: reached at a smaller depth (or the indicator itself)
+        return new
 
     # facts ----------------------------------------------------------------------
 
