@@ -45,7 +45,6 @@ from trainguard.ledger._blast_types import (
 from trainguard.ledger._evidence import Evidence, collect_evidence
 from trainguard.ledger._ledger import Ledger, TreeHead
 from trainguard.ledger._query import (
-    Checked,
     Index,
     LogIndex,
     SideConnection,
@@ -77,6 +76,8 @@ def _cost(facts: RunFacts, prices: PriceTable) -> float | None:
 
 #: ``(accelerator type, runs, GPU-seconds)`` of every run in the ledger.
 _RunTotals = list[tuple[str, int, int]]
+#: What :func:`_compute` finds: the search, affected runs and artifacts, clean runs.
+_Answer = tuple[Search, list[AffectedRun], list[AffectedArtifact], list[CleanRun]]
 
 
 def _compute(
@@ -86,9 +87,8 @@ def _compute(
     prices: PriceTable,
     max_clean: int,
     max_depth: int | None,
-    run_totals: Callable[[], _RunTotals],
     after_closure: Callable[[], object] = lambda: None,
-) -> tuple[Search, list[AffectedRun], list[AffectedArtifact], list[CleanRun], dict[str, Any]]:
+) -> _Answer:
     search = Search(index, indicator, as_of, max_depth)
     search.seeds()
     search.closure()
@@ -118,8 +118,7 @@ def _compute(
         key=lambda a: (a.depth, a.facts.started_at or 0, a.facts.run_id),
     )
     clean = search.clean_runs(facts, max_clean)
-    totals = _totals(run_totals(), affected, prices)
-    return search, affected, artifacts, clean, totals
+    return search, affected, artifacts, clean
 
 
 def _totals(
@@ -160,11 +159,9 @@ _reasons_of = attrgetter("reasons")
 _end_entries_of = attrgetter("end_entries")
 
 
-def _cited(
-    result: tuple[Search, list[AffectedRun], list[AffectedArtifact], list[CleanRun], Any],
-) -> set[int]:
+def _cited(result: _Answer) -> set[int]:
     """Every entry a claim of the answer rests on."""
-    search, affected, artifacts, clean, _ = result
+    search, affected, artifacts, clean = result
     facts = [a.facts for a in affected]
     cited = set(
         chain.from_iterable(map(_entries_of, chain.from_iterable(map(_reasons_of, affected))))
@@ -220,56 +217,41 @@ def _blast_radius(
     size = ledger.size()
     head = TreeHead(size, ledger.root_at(size))
 
-    def from_the_log() -> tuple[LogIndex, tuple[Any, ...]]:
+    def from_the_log() -> tuple[LogIndex, _Answer, Evidence, _RunTotals]:
         log = LogIndex(ledger.storage, size)
-        answer = _compute(
-            log, indicator, as_of, prices, max_clean, max_depth, lambda: log.run_totals(as_of)
-        )
-        return log, answer
+        answer = _compute(log, indicator, as_of, prices, max_clean, max_depth)
+        evidence = collect_evidence(ledger, _cited(answer), head)
+        return log, answer, evidence, log.run_totals(as_of)
 
     problems: list[str] = []
     index: Index
     if from_log:
-        index, result = from_the_log()
+        index, result, evidence, run_totals = from_the_log()
     else:
         with SideConnection(ledger.url) as side:
-            whole = _WholeTables(ledger, as_of, side)
             index = StorageIndex(ledger.storage, side)
+            whole = _WholeTables(ledger, as_of, side)
+            found: tuple[_Answer, Evidence] | None = None
             try:
-                result = _compute(
-                    index,
-                    indicator,
-                    as_of,
-                    prices,
-                    max_clean,
-                    max_depth,
-                    whole.run_totals,
-                    whole.start,
+                problems, found = _answer_from_index(
+                    ledger, index, head, whole, indicator, as_of, prices, max_clean, max_depth
                 )
             except (TypeError, ValueError, StorageError) as exc:
                 # A value of another type in a derived row (SQLite keeps any type in
                 # any column) can trip the search over it; the log answers then. (A
                 # bug of the search itself fails again there, and surfaces.)
-                problems.append(f"the derived tables hold a value the search cannot use ({exc})")
-            problems = whole.problems() + problems
+                problems = [f"the derived tables hold a value the search cannot use ({exc})"]
+            # The whole-table checks are awaited last: they ran on the side meanwhile.
+            # (Where they fail, they are what the report names.)
+            counted = whole.problems()
+            if counted:
+                problems = counted + (problems if found is None else [])
+            if not problems and found is not None:
+                (result, evidence), run_totals = found, whole.run_totals()
         if problems:
-            index, result = from_the_log()
-    cited = _cited(result)
-    fetched: Checked | None = None
-    if isinstance(index, StorageIndex):
-        # The entries the edge rows came with, and one more read (one leaf hash per
-        # entry) for the rest, serve the row cross-check and the evidence.
-        fetched = index.checked
-        leaves = {v for v in used_leaves(index.used) if type(v) is int}  # others: tampered
-        fetched.update(
-            read_checked(ledger.storage, [v for v in cited | leaves if v not in fetched])
-        )
-        problems = cross_check(ledger.storage, index.used, fetched)
-        if problems:
-            index, result = from_the_log()
-            cited, fetched = _cited(result), None
-    search, affected, artifacts, clean, totals = result
-    evidence = collect_evidence(ledger, cited, head, fetched)
+            index, result, evidence, run_totals = from_the_log()
+    search, affected, artifacts, clean = result
+    totals = _totals(run_totals, affected, prices)
     caveats = _caveats(evidence, affected, totals, index, problems)
     answered = (
         "derived tables (cross-checked with the log)"
@@ -291,6 +273,32 @@ def _blast_radius(
         caveats,
         time.perf_counter() - started,
     )
+
+
+def _answer_from_index(
+    ledger: Ledger,
+    index: StorageIndex,
+    head: TreeHead,
+    whole: _WholeTables,
+    indicator: Indicator,
+    as_of: int,
+    prices: PriceTable,
+    max_clean: int,
+    max_depth: int | None,
+) -> tuple[list[str], tuple[_Answer, Evidence] | None]:
+    """The answer from the derived tables, every row used cross-checked with the
+    log: ``(problems, (answer, evidence))``, or the rows that disagree and ``None``."""
+    result = _compute(index, indicator, as_of, prices, max_clean, max_depth, whole.start)
+    cited = _cited(result)
+    # The entries the rows came with, and one more read (one leaf hash per entry)
+    # for the rest, serve the row cross-check and the evidence.
+    fetched = index.checked
+    leaves = {v for v in used_leaves(index.used) if type(v) is int}  # others: tampered
+    fetched.update(read_checked(ledger.storage, [v for v in cited | leaves if v not in fetched]))
+    problems = cross_check(ledger.storage, index.used, fetched)
+    if problems:
+        return problems, None
+    return [], (result, collect_evidence(ledger, cited, head, fetched))
 
 
 class _WholeTables:
