@@ -12,10 +12,11 @@ Every claim names the ledger entries behind it, and the report carries those
 entries with inclusion proofs (see :mod:`._evidence`), so an auditor can
 re-check it without access to the database (``trainguard ledger check-report``).
 
-The answer comes from the derived tables, which are first cross-checked
-cheaply against the log (row counts) and afterwards row by row for every row
-used; if either disagrees, the answer is recomputed from the log itself and
-the report says so. A deleted or forged index row cannot hide a run.
+The answer comes from the derived tables, cross-checked against the log row by
+row for every row used (the bulk of them as they are read) and by row counts of
+whole tables (read on a second connection meanwhile); if either disagrees, the
+answer is recomputed from the log itself and the report says so. A deleted or
+forged index row cannot hide a run.
 """
 
 from __future__ import annotations
