@@ -315,6 +315,19 @@ def test_altered_run_rows_of_affected_runs_are_caught(
     assert result.totals == want.totals
 
 
+def test_a_seed_row_altered_to_match_the_indicator_is_caught(
+    ledger: Ledger, ledger_url: str
+) -> None:
+    # The index says 'idle' ran on the bad environment; its entry says otherwise. The
+    # row is a seed and the run's own record: both reads see the altered row, which
+    # its entry does not vouch for; the log answers, without 'idle'.
+    want = radius(ledger, env_baselines=(E_BAD,), from_log=True)
+    raw(ledger_url, "UPDATE runs SET env_baseline = ? WHERE run_id = 'idle'", (E_BAD,))
+    result = radius(ledger, env_baselines=(E_BAD,))
+    assert "disagreed" in result.answered_from and result.index_problems
+    assert "idle" not in affected(result) and affected(result) == affected(want)
+
+
 def test_hosts_of_affected_runs_come_from_their_entries(ledger: Ledger, ledger_url: str) -> None:
     # A run_hosts row altered: the answer names the hosts the run's entry records
     # (the count check still sees the table as whole; verify reports the row).

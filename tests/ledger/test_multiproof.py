@@ -98,3 +98,24 @@ def test_out_of_range_indexes_are_rejected() -> None:
     with pytest.raises(LedgerIntegrityError, match="outside"):
         verify_batch(0, {0: m.leaf_hash(b"")}, [], m.EMPTY_ROOT)
     verify_batch(0, {}, [], m.EMPTY_ROOT)
+
+
+def test_the_sorted_list_form_checks_what_the_map_form_checks() -> None:
+    from trainguard.ledger._multiproof import verify_sorted
+
+    indexes = [3, 17, 18, 40]
+    leaves, proof, root = _setup(64, indexes)
+    hashes = [leaves[i] for i in indexes]
+    verify_sorted(64, indexes, hashes, proof, root)
+    with pytest.raises(LedgerIntegrityError, match="root"):
+        verify_sorted(64, indexes, [hashes[1], hashes[0], *hashes[2:]], proof, root)
+    # Leaves out of order, repeated, or not one hash each: refused, never checked.
+    for bad_indexes, bad_hashes in (
+        ([17, 3, 18, 40], hashes),
+        ([3, 17, 17, 40], hashes),
+        (indexes, hashes[:3]),
+    ):
+        with pytest.raises(LedgerIntegrityError, match="increasing order"):
+            verify_sorted(64, bad_indexes, bad_hashes, proof, root)
+    with pytest.raises(LedgerIntegrityError, match="outside the tree"):
+        verify_sorted(64, [3, 17, 18, 64], hashes, proof, root)

@@ -18,7 +18,7 @@ from typing import Any, cast
 from trainguard.errors import LedgerIntegrityError
 from trainguard.ledger import _merkle
 from trainguard.ledger._ledger import Ledger, TreeHead
-from trainguard.ledger._multiproof import verify_batch
+from trainguard.ledger._multiproof import verify_batch, verify_sorted
 from trainguard.ledger._query import read_checked
 from trainguard.ledger.signing import PublicKey, SignedTreeHead
 
@@ -83,7 +83,7 @@ def collect_evidence(
         LedgerIntegrityError: an entry is missing or altered, a proof does not
             reach the root, or the log does not extend its latest signed head.
     """
-    wanted = sorted(set(leaves))
+    wanted = sorted(leaves if isinstance(leaves, set | frozenset) else set(leaves))
     known: Mapping[int, tuple[bytes, bytes | None]] = fetched or {}
     unread = [leaf for leaf in wanted if leaf not in known]
     if unread:
@@ -101,11 +101,10 @@ def collect_evidence(
             "a cited entry does not match the tree", subject=f"entries {edited[:5]}"
         )
     entries: dict[int, bytes] = dict(zip(wanted, map(_first, intact), strict=True))
-    hashes: dict[int, bytes] = dict(zip(wanted, map(_second, intact), strict=True))
     # The proof comes from stored nodes; checking all of it (a few hashes per
     # entry) catches a damaged tree before a report is handed out.
     batch = ledger.batch_proof(wanted, head.size)
-    verify_batch(head.size, hashes, batch, head.root)
+    verify_sorted(head.size, wanted, list(map(_second, intact)), batch, head.root)
     signed = [h for h in ledger.signed_heads() if 0 < h.size <= head.size]
     latest = max(signed, key=lambda h: (h.size, h.timestamp)) if signed else None
     consistency: tuple[bytes, ...] = ()

@@ -133,6 +133,17 @@ class StorageIndex:
         self.used: list[tuple[str, list[tuple[Any, ...]]]] = []
         #: Entries read (and hashed) along with the rows that name them.
         self.checked: Checked = {}
+        #: runs rows checked against their entries as they were read, by leaf.
+        self._vouched: dict[Any, tuple[Any, ...]] = {}
+
+    def unchecked(self) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        """:attr:`used`, less the runs rows equal to one checked as it was read
+        (the seeds by user or environment are the affected runs' own records)."""
+        vouched = self._vouched
+        return [
+            (table, [r for r in rows if vouched.get(r[0]) != r] if table == "runs" else rows)
+            for table, rows in self.used
+        ]
 
     def _note(self, table: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         self.used.append((table, rows))
@@ -196,6 +207,7 @@ class StorageIndex:
         if rows is None:
             rows = self.storage.rows_with_entries("runs", "run_id", run_ids)
         records, others = _fast.checked_runs(rows, self.checked)
+        self._vouched.update((row[0], row) for row, _ in records)
         if others:
             width = len(TABLES["runs"])
             odd = self._note("runs", [rows[i][:width] for i in others])

@@ -293,9 +293,10 @@ def _answer_from_index(
     # The entries the rows came with, and one more read (one leaf hash per entry)
     # for the rest, serve the row cross-check and the evidence.
     fetched = index.checked
-    leaves = {v for v in used_leaves(index.used) if type(v) is int}  # others: tampered
+    used = index.unchecked()
+    leaves = {v for v in used_leaves(used) if type(v) is int}  # others: tampered
     fetched.update(read_checked(ledger.storage, [v for v in cited | leaves if v not in fetched]))
-    problems = cross_check(ledger.storage, index.used, fetched)
+    problems = cross_check(ledger.storage, used, fetched)
     if problems:
         return problems, None
     return [], (result, collect_evidence(ledger, cited, head, fetched))
