@@ -484,3 +484,24 @@ def test_affected_artifacts_carry_the_file_name_their_producer_recorded(ledger: 
     names = {a.digest: a.name for a in result.affected_artifacts}
     assert names[A1] == "A1"  # produced by ft-a from the sabotaged P1x
     assert result.to_json()["affected_artifacts"][-1]["name"] is not None
+
+
+def test_a_side_connection_that_cannot_open_is_tried_once(
+    ledger_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each closure step submits work to the side connection: where it cannot be
+    # opened, every future fails at once (the ledger's own connection answers),
+    # instead of a new attempt, and its wait, per step.
+    from trainguard.ledger import _query
+
+    tries: list[object] = []
+
+    def refuse(url: object) -> None:
+        tries.append(url)
+        raise StorageError("no second connection here")
+
+    monkeypatch.setattr(_query, "open_storage", refuse)
+    with _query.SideConnection(ledger_url) as side:  # type: ignore[arg-type]
+        futures = [side.submit(lambda storage: storage.size()) for _ in range(3)]
+        assert all(isinstance(f.exception(), StorageError) for f in futures)
+    assert len(tries) == 1

@@ -89,6 +89,7 @@ class SideConnection:
     def __init__(self, url: LedgerURL) -> None:
         self._url = url
         self._storage: Storage | None = None
+        self._refused: StorageError | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="trainguard-side")
         self._closed = False
 
@@ -96,8 +97,14 @@ class SideConnection:
         return self._pool.submit(self._run, work)
 
     def _run(self, work: Callable[[Storage], _T]) -> _T:
+        if self._refused is not None:  # tried once: every later read fails at once
+            raise self._refused
         if self._storage is None:  # opened in the worker: a SQLite connection stays in its thread
-            self._storage = open_storage(self._url)
+            try:
+                self._storage = open_storage(self._url)
+            except StorageError as exc:
+                self._refused = exc
+                raise
         return work(self._storage)
 
     def close(self) -> None:
