@@ -339,6 +339,18 @@ def test_hosts_of_affected_runs_come_from_their_entries(ledger: Ledger, ledger_u
     assert result.to_json()["affected_runs"] == want.to_json()["affected_runs"]
 
 
+def test_clean_runs_listed_are_the_first_unaffected_ones_of_the_period(ledger: Ledger) -> None:
+    # eval-a and eval-b start the period: a first page of twice the limit holds no
+    # clean run, and the next page finds ft-c.
+    for limit in (1, 20):
+        result = blast_radius(
+            ledger, Indicator(runs=("eval-a", "eval-b")), as_of=AS_OF, max_clean=limit
+        )
+        assert [c.facts.run_id for c in result.clean_runs] == ["ft-c"]
+    result = blast_radius(ledger, Indicator(artifacts=(P1X,)), as_of=AS_OF, max_clean=2)
+    assert [c.facts.run_id for c in result.clean_runs] == ["ft-b", "idle"]
+
+
 def test_an_altered_entry_of_an_affected_run_fails_closed(ledger: Ledger, ledger_url: str) -> None:
     leaf = raw(
         ledger_url, "SELECT leaf FROM edges WHERE run_id = 'ft-a' AND direction = 'produced'"

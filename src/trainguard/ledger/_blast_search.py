@@ -269,9 +269,18 @@ class Search:
         window = self.ind.window or ((min(starts), max(ends)) if starts and ends else None)
         if window is None:
             return []
-        # The first clean runs that started in the period: enough rows to skip every affected one.
-        rows = self.index.runs_started(window[0], window[1], limit + len(affected))
-        chosen = list(dict.fromkeys(r[1] for r in rows if r[1] not in affected))[:limit]
+        # The first clean runs that started in the period. Enough rows to skip every
+        # affected one is the most it takes; a first page of twice the limit is
+        # usually enough, and every row read is cross-checked later (10^3 of them
+        # for a large answer, most of them neither listed nor affected).
+        most = limit + len(affected)
+        want = min(2 * limit, most)
+        while True:
+            rows = self.index.runs_started(window[0], window[1], want)
+            chosen = list(dict.fromkeys(r[1] for r in rows if r[1] not in affected))[:limit]
+            if len(chosen) == limit or len(rows) < want or want == most:
+                break
+            want = min(8 * want, most)
         facts = self.run_facts(chosen)
         used: dict[str, list[tuple[int, str]]] = defaultdict(list)
         for leaf, run_id, direction, digest, _k in self.index.select("edges", "run_id", chosen):
