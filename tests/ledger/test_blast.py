@@ -339,6 +339,18 @@ def test_hosts_of_affected_runs_come_from_their_entries(ledger: Ledger, ledger_u
     assert result.to_json()["affected_runs"] == want.to_json()["affected_runs"]
 
 
+def test_a_run_hosts_row_naming_a_host_its_run_did_not_use_is_caught(
+    ledger: Ledger, ledger_url: str
+) -> None:
+    # The runs found by host are read with their entries, which vouch for the
+    # run_hosts rows they name; a row naming another host is still cross-checked.
+    want = radius(ledger, hosts=("gpu-003",), from_log=True)
+    raw(ledger_url, "UPDATE run_hosts SET host = 'gpu-003' WHERE host = 'gpu-010'")
+    result = radius(ledger, hosts=("gpu-003",))
+    assert "disagreed" in result.answered_from and result.index_problems
+    assert "idle" not in affected(result) and affected(result) == affected(want)
+
+
 def test_clean_runs_listed_are_the_first_unaffected_ones_of_the_period(ledger: Ledger) -> None:
     # eval-a and eval-b start the period: a first page of twice the limit holds no
     # clean run, and the next page finds ft-c.

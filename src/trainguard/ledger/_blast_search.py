@@ -86,10 +86,11 @@ class Search:
         for row in idx.select("runs", "user_name", ind.users):
             self._seed(row[1], f"run by user {row[2]}", [row[0]])
         if ind.hosts:
-            host_rows = idx.select("run_hosts", "host", ind.hosts)
-            for row in self._runs_by_leaf({r[0] for r in host_rows}):
-                hosts = sorted(h for leaf, h in host_rows if leaf == row[0])
-                self._seed(row[1], f"ran on host {', '.join(hosts)}", [row[0]])
+            named: dict[Any, list[str]] = defaultdict(list)
+            for leaf, host in idx.select("run_hosts", "host", ind.hosts):
+                named[leaf].append(host)
+            for row in self._runs_by_leaf(named):
+                self._seed(row[1], f"ran on host {', '.join(sorted(named[row[0]]))}", [row[0]])
         for row in idx.select("runs", "run_id", ind.runs):
             self._seed(row[1], "named by the indicator", [row[0]])
         window = ind.window
