@@ -124,6 +124,35 @@ def test_poisoned_checkpoint(ledger: Ledger, key: SigningKey) -> None:
     assert verify_evidence(json.loads(json.dumps(result.to_json())), [key.public_key]) > 10
 
 
+def test_artifacts_are_listed_by_depth_then_in_the_order_they_were_produced(
+    ledger_url: str,
+) -> None:
+    # ck-3 was saved before ck-1, and its digest sorts after ck-1's: the listing
+    # follows the log (a run's checkpoints in the order it saved them).
+    ledger = Ledger.open(ledger_url, create=True)
+    ledger.append(
+        [
+            f.run("train", gpus=8, hosts=("gpu-001",), start=T, hours=2, env=E_OK),
+            f.used("train", "D0", kind="dataset_manifest"),
+            f.produced("train", "ck-3"),
+            f.produced("train", "ck-1"),
+            f.run("eval", gpus=1, hosts=("gpu-002",), start=T + 3 * H, hours=1, env=E_OK),
+            f.used("eval", "ck-1"),
+            f.produced("eval", "ck-4"),
+        ]
+    )
+    assert f.digest("ck-1") < f.digest("ck-3")
+    for from_log in (False, True):
+        result = blast_radius(ledger, Indicator(artifacts=(D0,)), as_of=AS_OF, from_log=from_log)
+        listed = [(a.depth, a.digest) for a in result.affected_artifacts]
+        assert listed == [
+            (0, D0),
+            (1, f.digest("ck-3")),
+            (1, f.digest("ck-1")),
+            (2, f.digest("ck-4")),
+        ]
+
+
 def test_every_claim_carries_entries_that_prove_it(ledger: Ledger) -> None:
     result = radius(ledger, artifacts=(P1X,))
     eval_a = next(a for a in result.affected_runs if a.facts.run_id == "eval-a")

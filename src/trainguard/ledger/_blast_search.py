@@ -21,6 +21,9 @@ from trainguard.ledger._query import Index
 __all__ = ["Search"]
 
 _by_leaf = itemgetter(0)
+#: Makes a named tuple from a tuple of all its fields (its own ``__new__`` is Python:
+#: a large answer holds 10^5 artifacts and 10^4 runs and reasons).
+_make = tuple.__new__
 
 
 def _sorted(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -40,10 +43,9 @@ class Search:
         self.as_of = as_of
         self.max_depth = max_depth
         self.reasons: dict[str, list[Reason]] = defaultdict(list)
-        #: Every artifact reached, by digest (``used_by`` is filled in by the caller).
+        #: Every artifact reached, by digest, in the order reached (``used_by`` is
+        #: filled in by the caller).
         self.artifacts: dict[str, AffectedArtifact] = {}
-        #: Where each depth's artifacts start in :attr:`artifacts` (depth 1 first).
-        self.depth_starts: list[int] = []
         self.sources: list[dict[str, Any]] = []
         self.facts: dict[str, RunFacts] = {}
 
@@ -67,7 +69,7 @@ class Search:
                 self.sources.append(
                     {"digest": digest, "produced_by": run_id, "kind": kind, "entries": [leaf]}
                 )
-        for digest in content:
+        for digest in sorted(content):
             self.artifacts.setdefault(digest, AffectedArtifact(digest, None, None, 0, (), 0, ()))
         for leaf, digest, kind in idx.select("artifacts", "digest", content):
             self.sources.append({"digest": digest, "registered_as": kind, "entries": [leaf]})
@@ -153,7 +155,6 @@ class Search:
             depth += 1
             edges, others = self.index.derivations(frontier)
             produced = [r for r in edges if r[2] == "produced"]
-            self.depth_starts.append(len(self.artifacts))
             new = self._reach(produced, depth)
             next_frontier: set[str] = set()
             reasons = self.reasons
@@ -174,14 +175,9 @@ class Search:
                 if run_id not in reasons:
                     next_frontier.add(run_id)
                 if len(reasons[run_id]) < _MAX_REASONS:
+                    text = f"used {digest}, produced by affected run {parent}"
                     reasons[run_id].append(
-                        Reason(
-                            f"used {digest}, produced by affected run {parent}",
-                            (p_leaf, leaf),
-                            depth,
-                            via=digest,
-                            parent=parent,
-                        )
+                        _make(Reason, (text, (p_leaf, leaf), depth, digest, parent))
                     )
             frontier = next_frontier
 
@@ -190,10 +186,9 @@ class Search:
         returns each one's first producing edge ``(leaf, run_id)`` by digest."""
         artifacts = self.artifacts
         new: dict[str, tuple[int, str]] = {}
-        # The answer's tuples are made here, once (tuple.__new__: the named tuple's
-        # own __new__ is Python, and a large answer holds 10^5 of them). (A loop: map
-        # and zip over columns measured a third slower.)
-        make = tuple.__new__
+        # The answer's tuples are made here, once. (A loop: map and zip over columns
+        # measured a third slower.)
+        make = _make
         for leaf, run_id, _d, digest, kind, name in produced:
             got = artifacts.get(digest)
             if got is None:
@@ -225,10 +220,11 @@ class Search:
         for leaf, run_id, ended in self.index.select("run_ends", "run_id", run_ids):
             ends[run_id].append((ended, leaf))
         out = {}
+        as_of = self.as_of
         for run_id in run_ids:
-            found = first.get(run_id)
+            record = first.get(run_id)
             end_rows = sorted(ends[run_id]) if run_id in ends else []
-            if found is None:
+            if record is None:
                 out[run_id] = RunFacts(
                     run_id,
                     None,
@@ -244,21 +240,26 @@ class Search:
                     tuple(leaf for _, leaf in end_rows),
                 )
                 continue
-            row = found
-            end = row[7] if row[7] is not None else (end_rows[-1][0] if end_rows else None)
-            out[run_id] = RunFacts(
-                run_id=run_id,
-                entry=row[0],
-                user=row[2],
-                hosts=_sorted(hosts[row[0]]),
-                accelerator_type=row[3],
-                accelerator_count=row[4],
-                world_size=row[5],
-                started_at=row[6],
-                ended_at=end if end is not None else max(self.as_of, row[6]),
-                ongoing=end is None,
-                env_baseline=row[8],
-                end_entries=tuple(leaf for _, leaf in end_rows) if row[7] is None else (),
+            # (leaf, run_id, user, accelerator type, count, world size, started, ended,
+            # env baseline, n_hosts): RunFacts' fields, in its order.
+            leaf, _, user, a_type, count, world, started, ended, env = record[:9]
+            end = ended if ended is not None else (end_rows[-1][0] if end_rows else None)
+            out[run_id] = _make(
+                RunFacts,
+                (
+                    run_id,
+                    leaf,
+                    user,
+                    _sorted(hosts[leaf]),
+                    a_type,
+                    count,
+                    world,
+                    started,
+                    end if end is not None else max(as_of, started),
+                    end is None,
+                    env,
+                    tuple(leaf for _, leaf in end_rows) if ended is None else (),
+                ),
             )
         return out
 

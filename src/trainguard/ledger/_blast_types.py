@@ -183,9 +183,12 @@ def iso(t: int | None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
-@dataclass(frozen=True)
-class RunFacts:
-    """A run as the ledger records it, with its effective end and accounting."""
+class RunFacts(NamedTuple):
+    """A run as the ledger records it, with its effective end and accounting.
+
+    (The answer's per-run values are named tuples, as :class:`AffectedArtifact` is:
+    a large answer holds 10^4 runs and their reasons, and a frozen dataclass costs
+    several times as much to make.)"""
 
     run_id: str
     entry: int | None
@@ -223,8 +226,7 @@ class RunFacts:
         }
 
 
-@dataclass(frozen=True)
-class Reason:
+class Reason(NamedTuple):
     """One path by which a run is affected, with the entries that prove each step."""
 
     text: str
@@ -243,8 +245,9 @@ class Reason:
         }
 
 
-@dataclass(frozen=True)
-class AffectedRun:
+class AffectedRun(NamedTuple):
+    """A run the indicator reaches: its facts, the (first) reasons why, its cost."""
+
     facts: RunFacts
     reasons: tuple[Reason, ...]
     cost: float | None

@@ -26,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from functools import partial
-from itertools import chain, pairwise
+from itertools import chain
 from operator import attrgetter, itemgetter
 from typing import Any
 
@@ -70,11 +70,6 @@ __all__ = [
 ]
 
 
-def _cost(facts: RunFacts, prices: PriceTable) -> float | None:
-    price = prices.price(facts.accelerator_type) if facts.accelerator_type else None
-    return None if price is None else price * facts.gpu_hours
-
-
 #: ``(accelerator type, runs, GPU-seconds)`` of every run in the ledger.
 _RunTotals = list[tuple[str, int, int]]
 #: What :func:`_compute` finds: the search, affected runs and artifacts, clean runs.
@@ -104,20 +99,24 @@ def _compute(
     found = search.artifacts
     for digest, n in used_by.items():
         found[digest] = found[digest]._replace(used_by=n)
-    # By depth, then digest: they were reached depth by depth, so each depth's share
-    # is sorted by digest in place.
+    # In the order they were reached: by depth, then by the first entry producing
+    # them (the indicated ones by digest). No sort of 10^5 digests.
     artifacts = list(found.values())
-    bounds = [0, *search.depth_starts, len(artifacts)]
-    for lo, hi in pairwise(bounds):
-        artifacts[lo:hi] = sorted(artifacts[lo:hi], key=_digest_of)
     facts = search.run_facts(list(search.reasons))
-    affected = sorted(
-        (
-            AffectedRun(facts[run_id], tuple(reasons), _cost(facts[run_id], prices))
-            for run_id, reasons in search.reasons.items()
-        ),
-        key=lambda a: (a.depth, a.facts.started_at or 0, a.facts.run_id),
-    )
+    # By depth, start and id (ids are unique: the runs themselves are never compared).
+    price: dict[str | None, float | None] = {}
+    keyed = []
+    for run_id, reasons in search.reasons.items():
+        f = facts[run_id]
+        kind = f.accelerator_type
+        if kind not in price:
+            price[kind] = prices.price(kind) if kind else None
+        each = price[kind]
+        cost = None if each is None else each * f.gpu_hours
+        key = (min(map(_depth_of, reasons)), f.started_at or 0, run_id)
+        keyed.append((key, _make(AffectedRun, (f, tuple(reasons), cost))))
+    keyed.sort(key=_first)
+    affected = list(map(_second, keyed))
     clean = search.clean_runs(facts, max_clean)
     return search, affected, artifacts, clean
 
@@ -155,8 +154,11 @@ def _totals(
 
 
 _entries_of = attrgetter("entries")
-_digest_of = itemgetter(0)
 _end_entries_of = attrgetter("end_entries")
+_depth_of = attrgetter("depth")
+_first, _second = itemgetter(0), itemgetter(1)
+#: Makes a named tuple from a tuple of all its fields (its ``__new__`` is Python).
+_make = tuple.__new__
 
 
 def _cited(result: _Answer) -> set[int]:
