@@ -47,7 +47,6 @@ class Search:
         #: filled in by the caller).
         self.artifacts: dict[str, AffectedArtifact] = {}
         self.sources: list[dict[str, Any]] = []
-        self.facts: dict[str, RunFacts] = {}
 
     # seeds ----------------------------------------------------------------------
 
