@@ -232,6 +232,30 @@ def bench_backend(url: str, args: argparse.Namespace, log: Callable[[str], None]
     return out
 
 
+def against_targets(results: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    """Each measured figure as a ratio to its target (> 1: better than the target)."""
+    out: dict[str, Any] = {}
+    if results["scale"] != 1:
+        log(f"(the targets are for --scale 1; this run is at --scale {results['scale']})")
+    for backend in ("sqlite", "postgres"):
+        got = results.get(backend)
+        if got is None:
+            continue
+        ratios = {
+            "append": got["append_per_s"] / TARGETS["append"],
+            "verify_1m": TARGETS["verify_1m_s"] / got["verify_1m_s"],
+            **{
+                f"blast: {name}": TARGETS["blast_s"] / b["seconds"]
+                for name, b in got["blast"].items()
+            },
+        }
+        out[backend] = ratios
+        log(f"[targets, {backend}] (ratio to the target; > 1 meets it)")
+        for name, ratio in ratios.items():
+            log(f"  {name}: {ratio:.2f}x {'met' if ratio >= 1 else 'MISSED'}")
+    return out
+
+
 def bench_hash(megabytes: int, log: Callable[[str], None]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "blob.bin"
@@ -306,6 +330,7 @@ def main() -> int:
         f"done in {time.perf_counter() - started:.0f} s; load average now "
         + ", ".join(f"{x:.1f}" for x in os.getloadavg())
     )
+    results["against_targets"] = against_targets(results, log)
     if args.hash_mb:
         log("[capture]")
         results["hashing_gb_per_s"] = bench_hash(args.hash_mb, log)
