@@ -296,6 +296,40 @@ def test_rows_with_entries_bring_each_row_with_its_entry(ledger_url: str, table:
             store.rows_with_entries(table, "run_id; DROP TABLE runs", ["x"])
 
 
+@pytest.mark.parametrize("table", ["edges", "runs"])
+def test_rows_with_entries_give_none_for_an_entry_that_is_gone(ledger_url: str, table: str) -> None:
+    from tests.ledger.test_verify_tamper import raw
+
+    with Ledger.open(ledger_url, create=True) as ledger:
+        ledger.append(_records(30))
+        store = ledger.storage
+        runs = [f"r{i}" for i in range(0, 30, 3)]
+        before = store.rows_with_entries(table, "run_id", runs)
+        gone = before[3][0]  # inside a run of consecutive leaves (edges: r9's two)
+        raw(ledger_url, "DELETE FROM entries WHERE leaf = ?", (gone,))
+        after = store.rows_with_entries(table, "run_id", runs)
+        # Every row still comes, in leaf order; only the one whose entry is gone
+        # lacks it (a caller then reports the row: it names no entry).
+        assert [r[:-3] for r in after] == [r[:-3] for r in before]
+        assert [r[-3:] for r in after if r[0] == gone] == [(None, None, None)]
+        assert [r for r in after if r[0] != gone] == [r for r in before if r[0] != gone]
+
+
+def test_serial_reads_read_the_same_rows_in_one_server_process(ledger_url: str) -> None:
+    with Ledger.open(ledger_url, create=True) as ledger:
+        ledger.append(_records(30))
+        store = ledger.storage
+        want = store.counts(), store.run_totals(f.T0 + 100)
+        with store.serial_reads():
+            assert (store.counts(), store.run_totals(f.T0 + 100)) == want
+            if ledger_url.startswith("postgresql"):
+                shown = store._execute("SHOW max_parallel_workers_per_gather")  # type: ignore[attr-defined]
+                assert shown == [("0",)]
+        if ledger_url.startswith("postgresql"):
+            shown = store._execute("SHOW max_parallel_workers_per_gather")  # type: ignore[attr-defined]
+            assert shown != [("0",)]  # as the connection had it before
+
+
 def test_newest_runs_pages_each_run_by_its_first_record(ledger_url: str) -> None:
     with Ledger.open(ledger_url, create=True) as ledger:
         ledger.append(

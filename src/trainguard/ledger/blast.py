@@ -340,7 +340,10 @@ class _WholeTables:
 
 
 def _read_whole_tables(storage: Storage, as_of: int) -> tuple[list[str], _RunTotals]:
-    return check_index_counts(storage), storage.run_totals(as_of)
+    # In one server process: they are awaited last, and parallel workers would
+    # take the cores the answer's own queries and this process need meanwhile.
+    with storage.serial_reads():
+        return check_index_counts(storage), storage.run_totals(as_of)
 
 
 def _caveats(

@@ -200,6 +200,12 @@ class Storage(Protocol):
         """Stored Merkle tree nodes."""
         ...
 
+    def serial_reads(self) -> AbstractContextManager[None]:
+        """Reads in this block use one process of the database server (PostgreSQL:
+        no parallel workers): for whole-table reads made beside another connection's
+        work, whose cores those workers would take."""
+        ...
+
     def add_head(self, head: SignedTreeHead) -> None:
         """Store a signed tree head (idempotent)."""
         ...

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from operator import itemgetter
 from typing import Any
 
@@ -413,6 +413,9 @@ class SQLStorage(ABC):
 
     def node_count(self) -> int:
         return int(self._execute("SELECT COUNT(*) FROM nodes")[0][0])
+
+    def serial_reads(self) -> AbstractContextManager[None]:
+        return nullcontext()  # (SQLite reads in the calling thread only)
 
     # -- tree heads ----------------------------------------------------------------
 

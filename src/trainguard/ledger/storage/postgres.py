@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
+from operator import itemgetter
 from typing import Any
 
 from trainguard.errors import ConfigError, StorageError
 from trainguard.ledger._index import INTEGER_COLUMNS, TABLES
 from trainguard.ledger.storage import READER_SPLIT, AppendResult, PreparedEntry
-from trainguard.ledger.storage._base import SQLStorage, wrap
+from trainguard.ledger.storage._base import SQLStorage, _check_name, wrap
 from trainguard.ledger.storage._url import LedgerURL
 
 __all__ = ["PostgresStorage"]
@@ -32,6 +33,8 @@ _INT64 = range(-(1 << 63), 1 << 63)
 _HEADER = struct.Struct(">iiiii")
 _LENGTH = struct.Struct(">i").pack
 _INT8_ITEM = struct.Struct(">iq").pack
+_first = itemgetter(0)
+_NO_ENTRY = (None, None, None)
 
 
 class _Int8Array(bytes):
@@ -64,6 +67,19 @@ def array_param(values: Sequence[Any]) -> Any:
             return list(values)
         return _TextArray(_HEADER.pack(1, 0, _TEXT, n, 1) + b"".join(items))
     return list(values)
+
+
+def _runs_of(leaves: Sequence[int]) -> tuple[list[int], list[int]]:
+    """The runs of consecutive values of sorted ``leaves``: their firsts and lasts."""
+    firsts, lasts = [leaves[0]], []
+    previous = leaves[0]
+    for leaf in leaves:
+        if leaf > previous + 1:
+            lasts.append(previous)
+            firsts.append(leaf)
+        previous = leaf
+    lasts.append(previous)
+    return firsts, lasts
 
 
 def _register_arrays(conn: Any) -> None:
@@ -99,13 +115,14 @@ class PostgresStorage(SQLStorage):
     param = "%s"
     blob = "BYTEA"
     bigint = "BIGINT"
-    # One index lookup per row: the planner, misjudging how many rows a long ANY()
-    # list matches (3x too many), merge-joins with a scan of half the entries
-    # instead (0.6 s instead of 0.25 s for 47k rows); OFFSET 0 keeps it from
-    # flattening the lateral subquery into that join.
-    _entry_join = (
-        "LEFT JOIN LATERAL (SELECT kind, data, leaf_hash FROM entries"
-        " WHERE entries.leaf = t.leaf OFFSET 0) e ON true"
+    #: The entries of runs of consecutive leaves ``[lo, hi]``: one descent of the
+    #: entries index per run of leaves, then its leaf pages in order. (A LATERAL
+    #: subquery with OFFSET 0: the planner, misjudging how many rows a long array
+    #: matches, would otherwise scan half the entries in a merge join.)
+    _entries_by_range = (
+        "SELECT e.leaf, e.kind, e.data, e.leaf_hash FROM unnest(%b::int8[], %b::int8[]) AS r(lo, hi)"
+        " CROSS JOIN LATERAL (SELECT leaf, kind, data, leaf_hash FROM entries"
+        " WHERE leaf >= r.lo AND leaf <= r.hi OFFSET 0) e"
     )
 
     # The produced digests go to the index as one array (a bitmap scan over the sorted
@@ -122,6 +139,28 @@ class PostgresStorage(SQLStorage):
         " WHERE f.run_id = u.run_id)"
     )
     _reader_parts = (f" AND p.digest < '{READER_SPLIT}'", f" AND p.digest >= '{READER_SPLIT}'")
+
+    def rows_with_entries(
+        self, table: str, column: str, values: Collection[Any]
+    ) -> list[tuple[Any, ...]]:
+        # Two reads: the rows, then their entries by runs of consecutive leaves. A
+        # run's edges are appended together, so a closure step's 10^4-10^5 rows
+        # are ~10^3 runs of leaves: a quarter less time than a probe of the entries
+        # index per row (the join the base class makes) for 47k rows.
+        _check_name(table, column)
+        sql = f"SELECT {', '.join(TABLES[table])} FROM {table} WHERE {column} IN ({{inl}})"
+        rows = self._in(sql, list(set(values)))
+        if not rows:
+            return []
+        rows.sort(key=_first)
+        leaves = [r[0] for r in rows]
+        lo, hi = _runs_of(leaves)
+        found = self._read(self._entries_by_range, (array_param(lo), array_param(hi)))
+        found.sort(key=_first)  # (in range order already: a linear pass)
+        if len(found) == len(rows) and [e[0] for e in found] == leaves:
+            return [r + e[1:] for r, e in zip(rows, found, strict=True)]
+        entries = {e[0]: e[1:] for e in found}  # an entry missing: its row gets None
+        return [r + entries.get(r[0], _NO_ENTRY) for r in rows]
 
     def __init__(self, url: LedgerURL) -> None:
         super().__init__(url)
@@ -169,6 +208,14 @@ class PostgresStorage(SQLStorage):
         # Binary results: entry bytes and hashes arrive as they are, not as hex
         # text to decode (half the client's time reading entries).
         return self._execute(sql, params, binary=True)
+
+    @contextmanager
+    def serial_reads(self) -> Iterator[None]:
+        self._execute("SET max_parallel_workers_per_gather = 0")
+        try:
+            yield
+        finally:
+            self._execute("RESET max_parallel_workers_per_gather")
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
