@@ -558,3 +558,34 @@ def test_a_side_connection_that_cannot_open_is_tried_once(
         futures = [side.submit(lambda storage: storage.size()) for _ in range(3)]
         assert all(isinstance(f.exception(), StorageError) for f in futures)
     assert len(tries) == 1
+
+
+def test_run_records_read_ahead_serve_the_ids_asked_for_and_the_rest_is_read_here(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The closure reads each step's runs' records on the side; run_records then uses
+    # every batch read ahead for ids it asks for and reads only the rest itself.
+    from trainguard.ledger import _query
+
+    plain = _query.StorageIndex(ledger.storage)
+    wanted = ["evil", "ft-a", "ft-b", "ft-c", "idle"]
+    want, ongoing = plain.run_records(wanted), plain.run_records(["ongoing"])
+    assert [row[1] for row, _ in want] == wanted  # by leaf
+    asked_here: list[set[str]] = []
+    read = ledger.storage.rows_with_entries
+
+    def here(table: str, column: str, values: Any) -> Any:
+        asked_here.append(set(values))
+        return read(table, column, values)
+
+    with _query.SideConnection(ledger.url) as side:
+        index = _query.StorageIndex(ledger.storage, side)
+        monkeypatch.setattr(ledger.storage, "rows_with_entries", here)
+        index.prefetch_run_records(["ft-b", "evil"])
+        index.prefetch_run_records(["evil", "ft-a"])  # evil is read ahead once
+        index.prefetch_run_records(["idle", "ongoing"])  # ongoing is not asked for: unused
+        assert index.run_records(wanted) == want
+        assert asked_here == [{"ft-c", "idle"}]
+        # Nothing read ahead is left for a later call.
+        assert index.run_records(["ongoing"]) == ongoing
+        assert asked_here[1:] == [{"ongoing"}]

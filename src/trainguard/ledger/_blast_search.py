@@ -153,6 +153,9 @@ class Search:
         while frontier and (self.max_depth is None or depth < self.max_depth):
             depth += 1
             edges, others = self.index.derivations(frontier)
+            # These runs are affected: their records are read on the side while
+            # this step's edges are followed here.
+            self.index.prefetch_run_records(frontier)
             produced = [r for r in edges if r[2] == "produced"]
             new = self._reach(produced, depth)
             next_frontier: set[str] = set()

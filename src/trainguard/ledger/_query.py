@@ -67,8 +67,9 @@ class Index(Protocol):
         ...
 
     def prefetch_run_records(self, run_ids: Collection[str]) -> None:
-        """Start reading what :meth:`run_records` of ``run_ids`` will need, if it can
-        be read meanwhile (a later call with other ids reads afresh)."""
+        """Start reading what :meth:`run_records` will need for ``run_ids``, if it can
+        be read meanwhile (a later :meth:`run_records` uses what was read for the
+        ids it asks for, and reads the rest)."""
         ...
 
     def runs_in_window(self, start: int, stop: int) -> list[tuple[Any, ...]]: ...
@@ -136,7 +137,9 @@ class StorageIndex:
     def __init__(self, storage: Storage, side: SideConnection | None = None) -> None:
         self.storage = storage
         self.side = side
-        self._runs_later: tuple[set[str], Future[list[tuple[Any, ...]]]] | None = None
+        #: Runs records read ahead on the side: ``(run ids, their rows with entries)``.
+        self._runs_later: list[tuple[list[str], Future[list[tuple[Any, ...]]]]] = []
+        self._runs_asked: set[str] = set()
         self.used: list[tuple[str, list[tuple[Any, ...]]]] = []
         #: Entries read (and hashed) along with the rows that name them.
         self.checked: Checked = {}
@@ -197,11 +200,11 @@ class StorageIndex:
         return edges, self._note("edges", readers)
 
     def prefetch_run_records(self, run_ids: Collection[str]) -> None:
-        if self.side is not None and run_ids:
-            ids = list(run_ids)
-            self._runs_later = (
-                set(ids),
-                self.side.submit(lambda side: side.rows_with_entries("runs", "run_id", ids)),
+        ids = [r for r in run_ids if r not in self._runs_asked]
+        if self.side is not None and ids:
+            self._runs_asked.update(ids)
+            self._runs_later.append(
+                (ids, self.side.submit(lambda side: side.rows_with_entries("runs", "run_id", ids)))
             )
 
     def run_records(self, run_ids: Collection[str]) -> list[_fast.CheckedRun]:
@@ -209,10 +212,20 @@ class StorageIndex:
         # a row that passes come from its entry (no run_hosts rows to read or check).
         if not run_ids:
             return []
-        later, self._runs_later = self._runs_later, None
-        rows = _result(later[1]) if later is not None and later[0] == set(run_ids) else None
-        if rows is None:
-            rows = self.storage.rows_with_entries("runs", "run_id", run_ids)
+        wanted = set(run_ids)
+        rows: list[tuple[Any, ...]] = []
+        # What was read ahead for the ids asked for (rows of one run id all come
+        # together: a run's records are all read, or none); the rest is read here.
+        later, self._runs_later = self._runs_later, []
+        self._runs_asked.clear()
+        for ids, future in later:
+            if wanted.issuperset(ids) and (got := _result(future)) is not None:
+                rows.extend(got)
+                wanted.difference_update(ids)
+        if wanted:
+            rows.extend(self.storage.rows_with_entries("runs", "run_id", wanted))
+        if later:
+            rows.sort(key=_by_leaf)
         records, others = _fast.checked_runs(rows, self.checked)
         self._vouched.update((row[0], row) for row, _ in records)
         if others:

@@ -88,7 +88,8 @@ def _compute(
     search = Search(index, indicator, as_of, max_depth)
     search.seeds()
     search.closure()
-    # The affected runs' records are read on the side while the artifacts are listed.
+    # The affected runs' records not read during the closure (its last frontier,
+    # where max_depth stopped it) are read on the side while the artifacts are listed.
     index.prefetch_run_records(list(search.reasons))
     after_closure()
     used_by: dict[str, int] = defaultdict(int)
