@@ -231,7 +231,7 @@ def test_whole_table_checks_fall_back_to_the_ledgers_own_connection(
     # deleted index row is still found.
     from trainguard.ledger import blast
 
-    def refuse(url: object, as_of: int) -> None:
+    def refuse(url: object, as_of: int, serial: bool) -> None:
         raise StorageError("no second connection here")
 
     monkeypatch.setattr(blast, "_read_whole_tables", refuse)
@@ -589,3 +589,26 @@ def test_run_records_read_ahead_serve_the_ids_asked_for_and_the_rest_is_read_her
         # Nothing read ahead is left for a later call.
         assert index.run_records(["ongoing"]) == ongoing
         assert asked_here[1:] == [{"ongoing"}]
+
+
+@pytest.mark.parametrize("threshold, serial", [(1, True), (10_000, False)])
+def test_whole_table_reads_run_in_one_server_process_beside_a_large_answer(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch, threshold: int, serial: bool
+) -> None:
+    # Beside a large answer (this thread busy long after the closure) the counts
+    # must not take its cores with parallel workers; a small answer waits for them.
+    from trainguard.ledger import blast
+
+    asked: list[bool] = []
+    read = blast._read_whole_tables
+
+    def spy(storage: Any, as_of: int, serial: bool) -> Any:
+        asked.append(serial)
+        return read(storage, as_of, serial)
+
+    monkeypatch.setattr(blast, "_read_whole_tables", spy)
+    monkeypatch.setattr(blast, "_SERIAL_FROM", threshold)
+    result = radius(ledger, users=("mallory",))
+    assert asked == [serial]
+    assert result.answered_from.startswith("derived tables")
+    assert result.totals == radius(ledger, users=("mallory",), from_log=True).totals
