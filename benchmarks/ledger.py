@@ -274,6 +274,20 @@ def bench_hash(megabytes: int, log: Callable[[str], None]) -> dict[str, Any]:
     return out
 
 
+def python_reference_ms() -> float:
+    """Best of five runs of a fixed pure-Python workload (tuples, dicts, a loop: the
+    kind of work the ledger's client side does), in ms. Not a target: a yardstick to
+    compare runs made on machines, or at moments, of different speed."""
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        seen: dict[int, tuple[int, int]] = {}
+        for i in range(300_000):
+            seen[i & 0xFFFF] = (i, i * i)
+        best = min(best, time.perf_counter() - t)
+    return best * 1000
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -306,6 +320,9 @@ def main() -> int:
     log(
         f"ledger benchmark, scale {args.scale} on {os.cpu_count()} CPUs (load {os.getloadavg()[0]:.1f})"
     )
+    yardstick = python_reference_ms()
+    results["machine"]["python_reference_ms"] = [yardstick]
+    log(f"  machine yardstick: a fixed pure-Python workload, best of 5: {yardstick:.1f} ms")
     started = time.perf_counter()
     for backend in args.backends.split(","):
         log(f"[{backend}]")
@@ -326,9 +343,12 @@ def main() -> int:
         else:
             parser.error(f"unknown backend {backend}")
     results["load_average_end"] = os.getloadavg()
+    yardstick = python_reference_ms()
+    results["machine"]["python_reference_ms"].append(yardstick)
     log(
         f"done in {time.perf_counter() - started:.0f} s; load average now "
         + ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        + f"; machine yardstick {yardstick:.1f} ms (compare runs at similar yardsticks)"
     )
     results["against_targets"] = against_targets(results, log)
     if args.hash_mb:

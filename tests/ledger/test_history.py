@@ -52,3 +52,33 @@ def test_the_planted_incident_is_found_on_a_small_history(sqlite_url: str) -> No
 
 def test_history_module_is_importable_from_the_benchmark_dir() -> None:
     assert (Path(REPO) / "benchmarks" / "ledger.py").is_file()
+
+
+def test_the_ledger_benchmark_runs_end_to_end_and_reports_against_its_targets(
+    tmp_path: Path,
+) -> None:
+    # A tiny scale, SQLite only: the script's every stage runs and its JSON holds
+    # each figure, its ratio to the target, and the machine yardstick (twice).
+    import json
+    import subprocess
+
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "ledger.py"), "--scale", "0.002"]
+    cmd += ["--backends", "sqlite", "--hash-mb", "0", "--json", str(out)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    got = json.loads(out.read_text(encoding="utf-8"))
+    blast = got["sqlite"]["blast"]
+    assert set(blast) == {
+        "sabotaged checkpoint",
+        "insider user",
+        "tampered torch file",
+        "environment baseline",
+        "popular base checkpoint",
+    }
+    assert all(b["affected_runs"] > 0 and b["cited_entries"] > 0 for b in blast.values())
+    ratios = got["against_targets"]["sqlite"]
+    assert {"append", "verify_1m"} <= set(ratios) and len(ratios) == 7
+    yardstick = got["machine"]["python_reference_ms"]
+    assert len(yardstick) == 2 and all(ms > 0 for ms in yardstick)
+    assert "machine yardstick" in run.stdout
