@@ -311,6 +311,7 @@ def test_inserted_tree_node_is_caught(signed: tuple[str, Ledger], key: SigningKe
         ("UPDATE entries SET kind = 'alert' WHERE leaf = 0", ()),
         ("UPDATE entries SET kind = 'run' WHERE leaf = 1", ()),
         ("UPDATE edges SET leaf = 7 WHERE leaf = 6", ()),
+        ("UPDATE run_hosts SET host = 'gpu-999' WHERE leaf = 4 AND host = 'gpu-001'", ()),
     ],
     ids=[
         "delete-edge",
@@ -322,6 +323,7 @@ def test_inserted_tree_node_is_caught(signed: tuple[str, Ledger], key: SigningKe
         "kind",
         "kind-of-edge",
         "move-edge-row",
+        "alter-host",
     ],
 )
 def test_tampered_derived_tables_are_caught(
@@ -331,6 +333,21 @@ def test_tampered_derived_tables_are_caught(
     raw(url, sql, params)
     with pytest.raises(LedgerIntegrityError):
         check(ledger, key)
+
+
+def test_a_runs_hosts_stored_in_another_order_still_verify(
+    signed: tuple[str, Ledger], key: SigningKey
+) -> None:
+    # A run's run_hosts rows are compared as a multiset: the same hosts, stored in
+    # an order other than the entry names them (a restore, a rewrite), are fine.
+    url, ledger = signed
+    hosts = [r[0] for r in raw(url, "SELECT host FROM run_hosts WHERE leaf = 4")]
+    assert sorted(hosts) == ["gpu-001", "gpu-003"]
+    raw(url, "DELETE FROM run_hosts WHERE leaf = 4")
+    for host in reversed(hosts):
+        raw(url, "INSERT INTO run_hosts VALUES (4, ?)", (host,))
+    assert [r[0] for r in raw(url, "SELECT host FROM run_hosts WHERE leaf = 4")] == hosts[::-1]
+    check(ledger, key)
 
 
 @pytest.mark.parametrize(

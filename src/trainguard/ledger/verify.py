@@ -277,8 +277,10 @@ def _check_derived(
     for table, want in expected.items():
         got = store.rows(table, chunk.lo, chunk.hi)
         chunk.derived_rows += len(got)
-        # Several rows per entry (secondary tables): compared as multisets.
-        same = got == want if table in PRIMARY else _multiset(got) == _multiset(want)
+        # Several rows per entry (secondary tables): compared as multisets where
+        # they are not in the order the entry names them (stored as appended, they
+        # are: no sort of ~10^4 rows per chunk).
+        same = got == want or (table not in PRIMARY and _multiset(got) == _multiset(want))
         if not same:
             chunk.problems.append(_row_diff(table, want, got))
 
