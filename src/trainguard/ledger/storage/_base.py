@@ -285,13 +285,11 @@ class SQLStorage(ABC):
         _check_name(table)
         cols = ", ".join(TABLES[table])
         p = self.param
-        return [
-            tuple(r)
-            for r in self._read(
-                f"SELECT {cols} FROM {table} WHERE leaf >= {p} AND leaf < {p} ORDER BY leaf",
-                (start, stop),
-            )
-        ]
+        # (Both drivers give rows as tuples: no copy.)
+        return self._read(
+            f"SELECT {cols} FROM {table} WHERE leaf >= {p} AND leaf < {p} ORDER BY leaf",
+            (start, stop),
+        )
 
     def select(self, table: str, column: str, values: Collection[Any]) -> list[tuple[Any, ...]]:
         _check_name(table, column)
@@ -299,7 +297,7 @@ class SQLStorage(ABC):
         # In leaf order: PostgreSQL's parallel scans return rows in any order, and a
         # report (the first reasons found per run) must not change between two runs.
         sql = f"SELECT {cols} FROM {table} t WHERE {column} IN ({{inl}}) ORDER BY t.leaf"
-        return [tuple(r) for r in self._in(sql, list(set(values)))]
+        return self._in(sql, list(set(values)))
 
     #: How :meth:`rows_with_entries` joins each row ``t`` to its entry ``e``.
     _entry_join = "LEFT JOIN entries e ON e.leaf = t.leaf"
@@ -317,7 +315,7 @@ class SQLStorage(ABC):
         )
         # Sorted here: an ORDER BY sorts the entries' bytes with the rows (SQLite: a
         # temporary B-tree, a third of the query's time for 10^4-10^5 rows).
-        rows = [tuple(r) for r in self._in(sql, list(set(values)))]
+        rows = self._in(sql, list(set(values)))
         rows.sort(key=_first)
         return rows
 
@@ -341,7 +339,7 @@ class SQLStorage(ABC):
         # One statement: the produced digests never travel to the client and back
         # (10^4-10^5 of them for a large blast radius, most of them never read).
         sql = self._readers_sql.replace("{part}", "" if part is None else self._reader_parts[part])
-        rows = [tuple(r) for r in self._in(sql, list(set(run_ids)))]
+        rows = self._in(sql, list(set(run_ids)))
         rows.sort(key=_first)
         return rows
 
@@ -350,25 +348,19 @@ class SQLStorage(ABC):
         p = self.param
         # Runs with a recorded end before the window are dropped in SQL; the
         # rest (ended later, or ended in a run_end entry) are checked by the caller.
-        return [
-            tuple(r)
-            for r in self._execute(
-                f"SELECT {cols} FROM runs WHERE started_at < {p} AND (ended_at IS NULL OR ended_at >= {p})",
-                (stop, start),
-            )
-        ]
+        return self._execute(
+            f"SELECT {cols} FROM runs WHERE started_at < {p} AND (ended_at IS NULL OR ended_at >= {p})",
+            (stop, start),
+        )
 
     def runs_started(self, start: int, stop: int, limit: int) -> list[tuple[Any, ...]]:
         cols = ", ".join(TABLES["runs"])
         p = self.param
-        return [
-            tuple(r)
-            for r in self._execute(
-                f"SELECT {cols} FROM runs WHERE started_at >= {p} AND started_at < {p}"
-                f" ORDER BY started_at, leaf LIMIT {p}",
-                (start, stop, limit),
-            )
-        ]
+        return self._execute(
+            f"SELECT {cols} FROM runs WHERE started_at >= {p} AND started_at < {p}"
+            f" ORDER BY started_at, leaf LIMIT {p}",
+            (start, stop, limit),
+        )
 
     def newest_runs(self, offset: int, limit: int) -> tuple[int, list[tuple[Any, ...]]]:
         cols = ", ".join(f"r.{c}" for c in TABLES["runs"])
@@ -382,7 +374,7 @@ class SQLStorage(ABC):
             (limit, offset),
         )
         total = self._execute("SELECT COUNT(DISTINCT run_id) FROM runs")[0][0]
-        return int(total), [tuple(r) for r in rows]
+        return int(total), rows
 
     def run_totals(self, as_of: int) -> list[tuple[str, int, int]]:
         p = self.param
