@@ -140,28 +140,6 @@ class PostgresStorage(SQLStorage):
     )
     _reader_parts = (f" AND p.digest < '{READER_SPLIT}'", f" AND p.digest >= '{READER_SPLIT}'")
 
-    def rows_with_entries(
-        self, table: str, column: str, values: Collection[Any]
-    ) -> list[tuple[Any, ...]]:
-        # Two reads: the rows, then their entries by runs of consecutive leaves. A
-        # run's edges are appended together, so a closure step's 10^4-10^5 rows
-        # are ~10^3 runs of leaves: a quarter less time than a probe of the entries
-        # index per row (the join the base class makes) for 47k rows.
-        _check_name(table, column)
-        sql = f"SELECT {', '.join(TABLES[table])} FROM {table} WHERE {column} IN ({{inl}})"
-        rows = self._in(sql, list(set(values)))
-        if not rows:
-            return []
-        rows.sort(key=_first)
-        leaves = [r[0] for r in rows]
-        lo, hi = _runs_of(leaves)
-        found = self._read(self._entries_by_range, (array_param(lo), array_param(hi)))
-        found.sort(key=_first)  # (in range order already: a linear pass)
-        if len(found) == len(rows) and [e[0] for e in found] == leaves:
-            return [r + e[1:] for r, e in zip(rows, found, strict=True)]
-        entries = {e[0]: e[1:] for e in found}  # an entry missing: its row gets None
-        return [r + entries.get(r[0], _NO_ENTRY) for r in rows]
-
     def __init__(self, url: LedgerURL) -> None:
         super().__init__(url)
         if url.dsn is None:
@@ -287,3 +265,25 @@ class PostgresStorage(SQLStorage):
             return []
         sql = sql.replace("IN ({inl})", "= ANY(%b)")
         return self._read(sql, (array_param(values),) * sql.count("%b"))
+
+    def rows_with_entries(
+        self, table: str, column: str, values: Collection[Any]
+    ) -> list[tuple[Any, ...]]:
+        # Two reads: the rows, then their entries by runs of consecutive leaves. A
+        # run's edges are appended together, so a closure step's 10^4-10^5 rows
+        # are ~10^3 runs of leaves: a quarter less time than a probe of the entries
+        # index per row (the join the base class makes) for 47k rows.
+        _check_name(table, column)
+        sql = f"SELECT {', '.join(TABLES[table])} FROM {table} WHERE {column} IN ({{inl}})"
+        rows = self._in(sql, list(set(values)))
+        if not rows:
+            return []
+        rows.sort(key=_first)
+        leaves = [r[0] for r in rows]
+        lo, hi = _runs_of(leaves)
+        found = self._read(self._entries_by_range, (array_param(lo), array_param(hi)))
+        found.sort(key=_first)  # (in range order already: a linear pass)
+        if len(found) == len(rows) and [e[0] for e in found] == leaves:
+            return [r + e[1:] for r, e in zip(rows, found, strict=True)]
+        entries = {e[0]: e[1:] for e in found}  # an entry missing: its row gets None
+        return [r + entries.get(r[0], _NO_ENTRY) for r in rows]
