@@ -612,3 +612,24 @@ def test_whole_table_reads_run_in_one_server_process_beside_a_large_answer(
     assert asked == [serial]
     assert result.answered_from.startswith("derived tables")
     assert result.totals == radius(ledger, users=("mallory",), from_log=True).totals
+
+
+def test_a_closure_cut_by_max_depth_still_has_every_affected_runs_facts(ledger: Ledger) -> None:
+    # Records are read ahead a closure step at a time; where max_depth stops the
+    # closure, its last runs (found, not followed) are read after it: every affected
+    # run has its facts, as from the log.
+    def cut(from_log: bool) -> BlastRadius:
+        return blast_radius(
+            ledger,
+            Indicator(users=("mallory",)),
+            prices=PRICES,
+            as_of=AS_OF,
+            max_depth=1,
+            from_log=from_log,
+        )
+
+    got, want = cut(False), cut(True)
+    assert got.answered_from.startswith("derived tables")
+    assert affected(got) == affected(want) == {"evil": 1.0, "ft-a": 16.0, "ft-c": 4.0}
+    assert all(a.facts.entry is not None for a in got.affected_runs)
+    assert got.to_json()["affected_runs"] == want.to_json()["affected_runs"]
