@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from typing import Any
 
 import pytest
 
@@ -274,6 +275,10 @@ def test_product_readers_are_other_runs_rows_naming_what_the_runs_produced(
         assert sorted(low + high) == whole
         assert all(r[3] < READER_SPLIT for r in low) and all(r[3] >= READER_SPLIT for r in high)
         assert low and high
+        # A digest two of the runs produced: its readers come once.
+        assert store.product_readers(["r0", "r6"]) == [
+            r for r in by_digest if r[1] == "x1" and r[3] == f.digest("ckpt-1")
+        ]
         # Digests a run only used are not followed.
         assert store.product_readers(["x1"]) == []
         assert store.product_readers(["nope"]) == store.product_readers([]) == []
@@ -388,6 +393,37 @@ def test_postgres_array_parameters_arrive_as_sent(postgres_url: str, values: lis
         assert [r[0] for r in rows] == values
     finally:
         store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_digest_index_is_a_hash_index_and_a_b_tree_is_replaced_by_maintain(
+    postgres_url: str,
+) -> None:
+    # A hash index on edges.digest is probed a value at a time (a bitmap scan of it
+    # for ANY(array) compares each row with every value). A ledger made before has
+    # a B-tree, read by ANY() until maintain() makes it a hash index: both give the
+    # same rows.
+    digests = [f.digest("ckpt-1"), f.digest("ckpt-4"), f.digest("nope")]
+
+    def answers(store: Any) -> tuple[list[Any], list[Any]]:
+        return store.select("edges", "digest", digests), store.product_readers(["r0", "r3"])
+
+    with Ledger.open(postgres_url, create=True) as ledger:
+        ledger.append(_records(30))
+        ledger.append([f.used("x1", "ckpt-1"), f.produced("r6", "ckpt-1"), f.used("x1", "ckpt-4")])
+        store: Any = ledger.storage
+        assert store._digest_index() == "hash"
+        want = answers(store)
+        assert [r[1] for r in want[1]] == ["x1", "r6", "x1"]
+        store._execute("DROP INDEX edges_digest")
+        store._execute("CREATE INDEX edges_digest ON edges (digest)")
+    with Ledger.open(postgres_url) as ledger:
+        store = ledger.storage
+        assert store._digest_index() == "btree" and not store._hashed()
+        assert answers(store) == want
+        store.maintain()
+        assert store._digest_index() == "hash" and store._hashed()
+        assert answers(store) == want
 
 
 @pytest.mark.parametrize("values", [[], [1, "a"], [True, 1], [2**63], [None], ["\ud800"], [1.5]])

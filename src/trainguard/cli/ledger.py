@@ -175,7 +175,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=_register)
 
     p = verbs.add_parser(
-        "maintain", parents=common, help="refresh planner statistics (after bulk imports)"
+        "maintain",
+        parents=common,
+        help="rebuild missing indexes, refresh planner statistics (after bulk imports)",
     )
     p.set_defaults(func=_maintain)
 

@@ -215,8 +215,9 @@ class Storage(Protocol):
         ...
 
     def maintain(self) -> None:
-        """Rebuild missing query indexes, refresh planner statistics and reclaim space
-        (``trainguard ledger maintain``)."""
+        """Rebuild missing query indexes (PostgreSQL: and replace an older ledger's
+        B-tree on edges.digest by a hash index), refresh planner statistics and
+        reclaim space (``trainguard ledger maintain``)."""
         ...
 
     def deferred_indexes(self) -> AbstractContextManager[None]:
