@@ -417,3 +417,69 @@ def test_checked_runs_pass_only_rows_their_intact_entry_says() -> None:
     assert sorted(checked) == [0, 1, 2, 3, 4, 5, 6, 7, 11]
     assert checked[7] == (canonical_not, _merkle.leaf_hash(canonical_not))
     assert checked[5] == (data, None) and checked[0] == (data, _merkle.leaf_hash(data))
+
+
+class _Art(tuple):  # a tuple subclass, as AffectedArtifact is
+    __slots__ = ()
+
+
+def _edge(leaf: Any, run: Any, direction: Any, digest: Any) -> tuple[Any, ...]:
+    return (leaf, run, direction, digest, "checkpoint", f"n{leaf}")
+
+
+def test_reach_adds_what_is_first_reached_and_hands_back_the_rest() -> None:
+    artifacts: dict[Any, Any] = {"d0": "from an earlier step"}
+    edges = [
+        _edge(1, "r1", "produced", "d1"),
+        _edge(2, "r1", "used", "d0"),  # a digest reached before: not this step's
+        _edge(3, "r2", "produced", "d1"),  # d1 again: handed back to be merged
+        _edge(4, "r2", "produced", "d0"),  # reached earlier: nothing to do
+        _edge(5, "r2", "used", "d1"),  # the frontier's own reader of d1
+        _edge(6, "r3", b"produced", "d2"),  # a direction of another type: not produced
+        _edge(7, "r3", "produced", "d3"),
+    ]
+    new, again, own = _fast.py_reach(edges, artifacts, 4, _Art)
+    assert new == {"d1": edges[0], "d3": edges[6]}
+    assert again == [edges[2]] and own == [edges[4]]
+    assert type(artifacts["d1"]) is _Art
+    assert artifacts["d1"] == ("d1", "checkpoint", "n1", 4, ("r1",), 0, (1,))
+    assert artifacts["d0"] == "from an earlier step" and "d2" not in artifacts
+
+
+_cell = st.sampled_from(["d1", "d2", "d3", "d4", 7, b"d1"])
+
+
+@compiled
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 50),
+            st.sampled_from(["r1", "r2", "r3"]),
+            st.sampled_from(["produced", "produced", "used", "other", b"produced", None]),
+            _cell,
+        ),
+        max_size=12,
+    ),
+    st.sets(_cell, max_size=3),
+)
+def test_reach_agrees(rows: list[tuple[Any, ...]], before: set[Any]) -> None:
+    edges = [_edge(*r) for r in rows]
+    c_art = {d: ("earlier", d) for d in before}
+    py_art = dict(c_art)
+    c = _speedups.reach(edges, c_art, 2, _Art)
+    assert c == _fast.py_reach(edges, py_art, 2, _Art)
+    assert c_art == py_art and list(c_art) == list(py_art)  # the same, in the same order
+    assert all(type(v) is _Art for k, v in c_art.items() if k not in before)
+
+
+@compiled
+def test_reach_refuses_rows_of_another_shape_and_a_class_not_a_tuple() -> None:
+    with pytest.raises(TypeError):
+        _speedups.reach([(1, "r", "produced", "d")], {}, 1, _Art)
+    with pytest.raises(TypeError):
+        _speedups.reach([], {}, 1, dict)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):  # an unhashable digest, as the dict would say
+        _speedups.reach([_edge(1, "r", "produced", [])], {}, 1, _Art)
+    with pytest.raises(TypeError):
+        _fast.py_reach([_edge(1, "r", "produced", [])], {}, 1, _Art)

@@ -156,14 +156,15 @@ class Search:
             # These runs are affected: their records are read on the side while
             # this step's edges are followed here.
             self.index.prefetch_run_records(frontier)
-            produced = [r for r in edges if r[2] == "produced"]
-            new = self._reach(produced, depth)
+            # The artifacts first reached here (compiled: 10^5 of them for a large
+            # answer), and the rows naming one: the frontier's own (in hand) and
+            # other runs' (found by the index with the edges), by leaf.
+            new, again, own = _fast.reach(edges, self.artifacts, depth, AffectedArtifact)
+            for row in again:
+                self._merge(row)
             next_frontier: set[str] = set()
             reasons = self.reasons
-            # The rows naming a digest first reached here: other runs' (found by the
-            # index with the edges) and the frontier's own (in hand), by leaf.
             readers = [r for r in others if r[3] in new]
-            own = [r for r in edges if r[2] != "produced" and r[3] in new]
             if own:
                 readers.extend(own)
                 readers.sort(key=_by_leaf)
@@ -171,7 +172,7 @@ class Search:
                 first = new.get(digest)
                 if direction != "used" or first is None:
                     continue
-                p_leaf, parent = first
+                p_leaf, parent = first[0], first[1]
                 if parent == run_id:
                     continue
                 if run_id not in reasons:
@@ -183,31 +184,16 @@ class Search:
                     )
             frontier = next_frontier
 
-    def _reach(self, produced: list[_fast.CheckedEdge], depth: int) -> dict[str, tuple[int, str]]:
-        """Add the artifacts ``produced`` first reaches (at ``depth``) to the answer;
-        returns each one's first producing edge ``(leaf, run_id)`` by digest."""
-        artifacts = self.artifacts
-        new: dict[str, tuple[int, str]] = {}
-        # The answer's tuples are made here, once. (A loop: map and zip over columns
-        # measured a third slower.)
-        make = _make
-        for leaf, run_id, _d, digest, kind, name in produced:
-            got = artifacts.get(digest)
-            if got is None:
-                artifacts[digest] = make(
-                    AffectedArtifact, (digest, kind, name, depth, (run_id,), 0, (leaf,))
-                )
-                new[digest] = (leaf, run_id)
-            elif digest in new:  # another producer (or edge) at this depth
-                runs = got.produced_by
-                artifacts[digest] = got._replace(
-                    # the file name the first named producer recorded
-                    name=got.name if got.name is not None else name,
-                    produced_by=runs if run_id in runs else (*runs, run_id),
-                    entries=(*got.entries, leaf),
-                )
-            # else: reached at a smaller depth (or the indicator itself)
-        return new
+    def _merge(self, row: _fast.CheckedEdge) -> None:
+        """Another producer (or edge) of an artifact first reached at this depth."""
+        leaf, run_id, _d, digest, _kind, name = row
+        got = self.artifacts[digest]
+        runs = got.produced_by
+        self.artifacts[digest] = got._replace(
+            name=got.name if got.name is not None else name,  # the first named producer's
+            produced_by=runs if run_id in runs else (*runs, run_id),
+            entries=(*got.entries, leaf),
+        )
 
     # facts ----------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The per-entry work of verification, compiled where the C extension was built.
+"""Per-entry work of verification and blast radius, compiled where the C extension was built.
 
 ``trainguard.ledger._speedups`` (C, OpenSSL's SHA-256) is optional: a platform
 without a compiler or OpenSSL headers installs without it and gets the Python
@@ -33,6 +33,7 @@ __all__ = [
     "gc_paused",
     "leaf_hashes",
     "perfect_levels",
+    "reach",
     "run_fields",
 ]
 
@@ -223,6 +224,40 @@ def checked_runs(
     return taken, others
 
 
+def py_reach(
+    edges: list[CheckedEdge], artifacts: dict[Any, Any], depth: int, cls: type[tuple[Any, ...]]
+) -> tuple[dict[Any, CheckedEdge], list[CheckedEdge], list[CheckedEdge]]:
+    """One closure step of a blast radius over checked edges rows.
+
+    Each ``produced`` row whose digest is not in ``artifacts`` adds
+    ``artifacts[digest] = cls((digest, kind, name, depth, (run_id,), 0, (leaf,)))``
+    and ``new[digest] = row`` (its first producing row). Returns ``(new, again,
+    own)``: the later
+    ``produced`` rows of a digest added here, in row order (the caller merges
+    them), and every other row whose digest is in ``new``, in row order.
+    """
+    new: dict[Any, CheckedEdge] = {}
+    again: list[CheckedEdge] = []
+    make = tuple.__new__
+    for row in edges:
+        if len(row) != 6:
+            raise TypeError("reach expects rows of 6 values")
+        if not _produced(row[2]):
+            continue
+        leaf, run_id, _d, digest, kind, name = row
+        if digest not in artifacts:
+            artifacts[digest] = make(cls, (digest, kind, name, depth, (run_id,), 0, (leaf,)))
+            new[digest] = row
+        elif digest in new:
+            again.append(row)
+    own = [r for r in edges if not _produced(r[2]) and r[3] in new]
+    return new, again, own
+
+
+def _produced(direction: Any) -> bool:
+    return isinstance(direction, str) and str.__eq__(direction, "produced")
+
+
 def _check_indexes(size: int, indexes: list[int]) -> None:
     previous = -1
     for i in indexes:
@@ -331,6 +366,10 @@ batch_plan_keys: Callable[[int, list[int]], list[tuple[int, int]]] = py_batch_pl
 batch_piece_hashes: Callable[
     [int, list[int], list[bytes], list[bytes]], tuple[list[bytes], int]
 ] = py_batch_piece_hashes
+reach: Callable[
+    [list[CheckedEdge], dict[Any, Any], int, type[tuple[Any, ...]]],
+    tuple[dict[Any, CheckedEdge], list[CheckedEdge], list[CheckedEdge]],
+] = py_reach
 COMPILED = False
 
 if os.environ.get("TRAINGUARD_PURE_PYTHON", "") in ("", "0"):
@@ -346,4 +385,5 @@ if os.environ.get("TRAINGUARD_PURE_PYTHON", "") in ("", "0"):
         run_fields = _speedups.run_fields
         batch_plan_keys = _speedups.batch_plan_keys
         batch_piece_hashes = _speedups.batch_piece_hashes
+        reach = _speedups.reach
         COMPILED = True

@@ -965,6 +965,106 @@ batch_piece_hashes(PyObject *module, PyObject *args)
     return result;
 }
 
+/* ---- one step of a blast radius's closure (trainguard.ledger._blast_search) ------- */
+
+static int
+is_produced(PyObject *direction)
+{
+    return PyUnicode_Check(direction) &&
+           PyUnicode_CompareWithASCIIString(direction, "produced") == 0;
+}
+
+/* artifacts[digest] = cls((digest, kind, name, depth, (run_id,), 0, (leaf,))) and
+ * new[digest] = row for a produced row first reaching its digest. */
+static int
+add_artifact(PyObject *row, PyObject *artifacts, PyObject *new, PyObject *depth,
+             PyTypeObject *cls)
+{
+    PyObject *leaf = PyTuple_GET_ITEM(row, 0), *run = PyTuple_GET_ITEM(row, 1);
+    PyObject *digest = PyTuple_GET_ITEM(row, 3);
+    PyObject *runs = PyTuple_Pack(1, run), *leaves = PyTuple_Pack(1, leaf);
+    PyObject *zero = PyLong_FromLong(0), *fields = NULL, *args = NULL, *art = NULL;
+    int rc = -1;
+    if (runs == NULL || leaves == NULL || zero == NULL)
+        goto done;
+    fields = PyTuple_Pack(7, digest, PyTuple_GET_ITEM(row, 4), PyTuple_GET_ITEM(row, 5), depth,
+                          runs, zero, leaves);
+    args = fields ? PyTuple_Pack(1, fields) : NULL;
+    /* tuple.__new__(cls, fields): the one way to make an instance of a tuple subclass */
+    art = args ? PyTuple_Type.tp_new(cls, args, NULL) : NULL;
+    if (art == NULL || PyDict_SetItem(artifacts, digest, art) < 0)
+        goto done;
+    rc = PyDict_SetItem(new, digest, row);
+done:
+    Py_XDECREF(runs);
+    Py_XDECREF(leaves);
+    Py_XDECREF(zero);
+    Py_XDECREF(fields);
+    Py_XDECREF(args);
+    Py_XDECREF(art);
+    return rc;
+}
+
+PyDoc_STRVAR(reach_doc,
+"reach(edges, artifacts, depth, cls, /)\n--\n\n"
+"One closure step of a blast radius over edges rows (leaf, run_id, direction,\n"
+"digest, artifact_kind, name). Each row whose direction is 'produced' and whose\n"
+"digest is not in the dict artifacts adds artifacts[digest] =\n"
+"cls((digest, artifact_kind, name, depth, (run_id,), 0, (leaf,))) (cls a tuple\n"
+"subclass) and new[digest] = row. Returns (new, again, own): again\n"
+"holds the later 'produced' rows of a digest this call added, in row order (the\n"
+"caller merges them); own every other row whose digest is in new, in row order.");
+
+static PyObject *
+reach(PyObject *module, PyObject *args)
+{
+    PyObject *edges, *artifacts, *depth;
+    PyTypeObject *cls;
+    if (!PyArg_ParseTuple(args, "O!O!OO!:reach", &PyList_Type, &edges, &PyDict_Type, &artifacts,
+                          &depth, &PyType_Type, &cls))
+        return NULL;
+    if (!PyType_IsSubtype(cls, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "reach expects a tuple subclass");
+        return NULL;
+    }
+    PyObject *new = PyDict_New(), *again = PyList_New(0), *own = PyList_New(0), *out = NULL;
+    if (new == NULL || again == NULL || own == NULL)
+        goto done;
+    Py_ssize_t n = PyList_GET_SIZE(edges);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = PyList_GET_ITEM(edges, i);
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != 6) {
+            PyErr_SetString(PyExc_TypeError, "reach expects rows of 6 values");
+            goto done;
+        }
+        if (!is_produced(PyTuple_GET_ITEM(row, 2)))
+            continue;
+        PyObject *digest = PyTuple_GET_ITEM(row, 3);
+        if (PyDict_GetItemWithError(artifacts, digest) == NULL) {
+            if (PyErr_Occurred() || add_artifact(row, artifacts, new, depth, cls) < 0)
+                goto done;
+            continue;
+        }
+        int ours = PyDict_Contains(new, digest);
+        if (ours < 0 || (ours && PyList_Append(again, row) < 0))
+            goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = PyList_GET_ITEM(edges, i);
+        if (is_produced(PyTuple_GET_ITEM(row, 2)))
+            continue;
+        int ours = PyDict_Contains(new, PyTuple_GET_ITEM(row, 3));
+        if (ours < 0 || (ours && PyList_Append(own, row) < 0))
+            goto done;
+    }
+    out = PyTuple_Pack(3, new, again, own);
+done:
+    Py_XDECREF(new);
+    Py_XDECREF(again);
+    Py_XDECREF(own);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"leaf_hashes", leaf_hashes, METH_O, leaf_hashes_doc},
     {"perfect_levels", perfect_levels, METH_O, perfect_levels_doc},
@@ -973,13 +1073,14 @@ static PyMethodDef methods[] = {
     {"run_fields", run_fields, METH_O, run_fields_doc},
     {"batch_plan_keys", batch_plan_keys, METH_VARARGS, batch_plan_keys_doc},
     {"batch_piece_hashes", batch_piece_hashes, METH_VARARGS, batch_piece_hashes_doc},
+    {"reach", reach, METH_VARARGS, reach_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "trainguard.ledger._speedups",
-    .m_doc = "Compiled per-entry work of ledger verification (see _fast.py).",
+    .m_doc = "Compiled per-entry work of the ledger (see _fast.py).",
     .m_size = -1,
     .m_methods = methods,
 };

@@ -12,3 +12,10 @@ def batch_plan_keys(size: int, indexes: list[int], /) -> list[tuple[int, int]]: 
 def batch_piece_hashes(
     size: int, indexes: list[int], hashes: list[bytes], proof: list[bytes], /
 ) -> tuple[list[bytes], int]: ...
+def reach(
+    edges: list[tuple[Any, ...]],
+    artifacts: dict[Any, Any],
+    depth: int,
+    cls: type[tuple[Any, ...]],
+    /,
+) -> tuple[dict[Any, tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]: ...
