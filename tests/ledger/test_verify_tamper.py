@@ -367,6 +367,19 @@ def test_index_counts_catch_deleted_and_inserted_rows_cheaply(
     assert check_index_counts(ledger.storage)
 
 
+def test_a_deletion_made_up_for_by_a_row_elsewhere_is_caught_by_verify_not_the_counts(
+    signed: tuple[str, Ledger], key: SigningKey
+) -> None:
+    # The documented limit of the cheap check: an edge row deleted and a forged
+    # run_ends row put at its leaf keep every row count. verify reads every entry.
+    url, ledger = signed
+    raw(url, "DELETE FROM edges WHERE leaf = 5")
+    raw(url, "INSERT INTO run_ends VALUES (5, 'r0', 0)")
+    assert check_index_counts(ledger.storage) == []
+    with pytest.raises(LedgerIntegrityError):
+        check(ledger, key)
+
+
 def test_a_head_from_another_log_is_rejected(signed: tuple[str, Ledger], key: SigningKey) -> None:
     _, ledger = signed
     other = key.sign_head("another-log", 1, b"\x11" * 32)

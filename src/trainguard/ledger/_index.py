@@ -7,8 +7,8 @@ tables hold the multi-valued parts (a run's hosts, a preflight's files) and
 their row counts are recorded in the primary row (``n_hosts``, ``n_files``).
 That makes a deleted or inserted row visible from row counts alone
 (:func:`~trainguard.ledger.verify.check_index_counts`), without reading the
-log; an *altered* row needs the full comparison that ``trainguard ledger
-verify`` does.
+log; an *altered* row, or a deleted one made up for by an inserted one, needs
+the full comparison that ``trainguard ledger verify`` does.
 """
 
 from __future__ import annotations

@@ -16,7 +16,9 @@ The answer comes from the derived tables, cross-checked against the log row by
 row for every row used (the bulk of them as they are read) and by row counts of
 whole tables (read on a second connection meanwhile); if either disagrees, the
 answer is recomputed from the log itself and the report says so. A deleted or
-forged index row cannot hide a run.
+forged index row cannot hide a run; a deletion made up for by a forged row of
+another table (the same row counts) can, until a full ``verify_ledger`` (which
+reads every entry) finds it.
 """
 
 from __future__ import annotations
