@@ -131,28 +131,17 @@ class PostgresStorage(SQLStorage):
         " WHERE leaf >= r.lo AND leaf <= r.hi OFFSET 0) e"
     )
 
-    # With a B-tree on edges.digest (ledgers made before it was a hash index): the
-    # produced digests go to the index as one array (a bitmap scan over the sorted
-    # keys, 0.15 s for 42k digests; a LATERAL probe per digest took 0.21 s, and the
-    # planner, misjudging a long ANY() list given as a join, hash-joined a sequential
-    # scan of edges: 0.75 s). The array comes from an InitPlan, so its length cannot
-    # sway the plan. The runs' own rows are left out by a hashed anti-join (``NOT
-    # (run_id = ANY(...))`` would compare each row with every run).
-    _readers_sql = (
-        "SELECT u.leaf, u.run_id, u.direction, u.digest, u.artifact_kind FROM edges u"
-        " WHERE u.digest = ANY((SELECT array_agg(DISTINCT p.digest) FROM edges p"
-        " WHERE p.run_id IN ({inl}) AND p.direction = 'produced'{part})::text[])"
-        " AND NOT EXISTS (SELECT 1 FROM unnest(%b::text[]) AS f(run_id)"
-        " WHERE f.run_id = u.run_id)"
-    )
     _reader_parts = (f" AND p.digest < '{READER_SPLIT}'", f" AND p.digest >= '{READER_SPLIT}'")
-    #: With a hash index on edges.digest: one probe of it per produced row (LATERAL
-    #: with OFFSET 0: never a join the planner could turn into a scan of edges). A
-    #: bitmap scan of a hash index rechecks ``digest = ANY(array)`` on every row it
-    #: finds, comparing with each array element (27 s for 40k digests), so a hash
-    #: index is only ever probed one value at a time. A digest two of the runs
-    #: produced is probed twice: the caller drops the repeated rows.
-    _hashed_readers_sql = (
+    #: :meth:`product_readers`: one probe of the digest index per produced row
+    #: (LATERAL with OFFSET 0: never a join the planner could turn into a scan of
+    #: edges). A bitmap scan of a hash index for ``digest = ANY(array)`` rechecks
+    #: every row it finds against each array element (27 s for 40k digests), so
+    #: the index is only ever probed a value at a time. (A ledger made before the
+    #: hash index has a B-tree there, probed so 15% slower than by one bitmap scan,
+    #: until :meth:`maintain`.) A digest two of the runs produced is probed twice:
+    #: the repeated rows are dropped. The runs' own rows are left out by a hashed
+    #: anti-join (``NOT (run_id = ANY(...))`` would compare each row with every run).
+    _readers_sql = (
         "SELECT u.leaf, u.run_id, u.direction, u.digest, u.artifact_kind FROM edges p"
         " CROSS JOIN LATERAL (SELECT leaf, run_id, direction, digest, artifact_kind"
         " FROM edges WHERE digest = p.digest OFFSET 0) u"
@@ -173,7 +162,6 @@ class PostgresStorage(SQLStorage):
         self._lock_key = int.from_bytes(digest[:8], "big", signed=True)
         self._conn: Any = None
         self._psycopg = _psycopg()
-        self._digests_hashed: bool | None = None
 
     @property
     def conn(self) -> Any:
@@ -275,7 +263,6 @@ class PostgresStorage(SQLStorage):
                 self._execute("DROP INDEX edges_digest")
             for stmt in self._index_ddl():
                 self._execute(stmt)
-        self._digests_hashed = None
 
     def _digest_index(self) -> str | None:
         """The access method of the index on edges.digest (``None``: there is none)."""
@@ -285,13 +272,6 @@ class PostgresStorage(SQLStorage):
             (self.schema, "edges_digest"),
         )
         return str(rows[0][0]) if rows else None
-
-    def _hashed(self) -> bool:
-        """Whether edges.digest has a hash index: it is then probed a value at a time
-        (a ledger made before, until :meth:`maintain`, has a B-tree, read by ANY())."""
-        if self._digests_hashed is None:
-            self._digests_hashed = self._digest_index() == "hash"
-        return self._digests_hashed
 
     def maintain(self) -> None:
         self._rebuild_indexes()
@@ -321,8 +301,9 @@ class PostgresStorage(SQLStorage):
         return self._read(sql, (array_param(values),) * sql.count("%b"))
 
     def select(self, table: str, column: str, values: Collection[Any]) -> list[tuple[Any, ...]]:
-        if (table, column) not in _HASHED or not self._hashed():
+        if (table, column) not in _HASHED:
             return super().select(table, column, values)
+        # A hash index is probed a value at a time (see _readers_sql).
         cols = ", ".join(TABLES[table])
         sql = (
             f"SELECT {cols} FROM unnest(%b::text[]) AS v(x) CROSS JOIN LATERAL"
@@ -333,11 +314,7 @@ class PostgresStorage(SQLStorage):
     def product_readers(
         self, run_ids: Collection[str], part: int | None = None
     ) -> list[tuple[Any, ...]]:
-        if not self._hashed():
-            return super().product_readers(run_ids, part)
-        sql = self._hashed_readers_sql.replace(
-            "{part}", "" if part is None else self._reader_parts[part]
-        )
+        sql = self._readers_sql.replace("{part}", "" if part is None else self._reader_parts[part])
         # (Rows found twice, for a digest two of the runs produced, once.)
         return sorted(set(self._in(sql, list(set(run_ids)))), key=_first)
 
