@@ -151,8 +151,9 @@ def test_mutated_malicious_pickles_stay_flagged(base: bytes, data: st.DataObject
     if mutated == base:
         return
     direct = _scan_pickle(mutated)
-    assert max((f.severity for f in direct.findings), default=Severity.INFO) >= Severity.HIGH
-    report = scan_buffer(mutated, "mutated.pkl", limits=LIMITS)
+    # (MEDIUM: a STOP put before the call leaves a harmless pickle and trailing bytes.)
+    assert max((f.severity for f in direct.findings), default=Severity.INFO) >= Severity.MEDIUM
+    report = scan_buffer(mutated, "mutated.pkl", limits=LIMITS, filename="mutated.pkl")
     if report.max_severity is None or report.max_severity < Severity.MEDIUM:
         # Only acceptable when the bytes are no longer a pickle that does anything:
         # the unpickler fails before its first import or call.

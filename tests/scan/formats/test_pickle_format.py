@@ -77,6 +77,29 @@ def test_rejects_text_and_other_binaries(data: bytes) -> None:
     assert not pickle_format.detect(memoryview(data), None)
 
 
+def test_probe_counts_an_obj_as_a_call_only_with_a_class_above_its_mark() -> None:
+    # Found by the mutation fuzzer: GLOBAL's "c" turned into a MARK leaves an OBJ with
+    # nothing above the mark; the unpickler fails there, before any import.
+    from trainguard.scan.pickle._probe import probe
+
+    broken = probe(b"(os\nsystem\n(Vtouch /tmp/x\ntR.")
+    assert broken.error == "stack" and not broken.imports
+    called = probe(b"(cos\nsystem\nS'echo'\no.")
+    assert called.error is None and called.imports and called.reached_stop
+
+
+def test_a_pickle_named_file_that_imports_then_breaks_is_scanned_as_a_pickle() -> None:
+    # GLOBAL of a module nobody knows, then bytes that break the stream: the
+    # unpickler imports "evil" (running evil.py where one is importable) before it
+    # fails. As a .pkl it is a pickle; as a vocabulary file it stays text.
+    data = b"cevil\nx\nsystem\n(Vtouch /tmp/x\ntR."
+    named = scan_buffer(data, "m.pkl", filename="m.pkl")
+    assert named.max_severity is not None and named.max_severity >= Severity.MEDIUM
+    assert any(f.rule == "pickle.unknown-global" for f in named.findings), named.findings
+    assert scan_buffer(data, "vocab.txt", filename="vocab.txt").findings == []
+    assert scan_buffer(b"cat\ndog\nfish\n", "v.txt", filename="v.txt").findings == []
+
+
 def test_rejects_random_binary() -> None:
     import random
 

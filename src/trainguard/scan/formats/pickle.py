@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from trainguard.scan.pickle import looks_like_pickle, scan_pickle
+from trainguard.scan.pickle._probe import probe
 
 if TYPE_CHECKING:
     from trainguard.scan._context import ScanContext
@@ -19,9 +20,22 @@ if TYPE_CHECKING:
 NAME = "pickle"
 
 
+#: Names whose loaders unpickle whatever the file holds.
+_PICKLE_NAMES = (".pkl", ".pickle", ".joblib", ".dill", ".pt", ".pth", ".ckpt", ".bin")
+
+
 def detect(data: memoryview, filename: str | None) -> bool:
-    """Whether ``data`` starts like a pickle (reads at most a 64 KiB prefix)."""
-    return looks_like_pickle(data)
+    """Whether ``data`` starts like a pickle (reads at most a 64 KiB prefix).
+
+    Under a name a loader unpickles, bytes that reach an import before they
+    break are a pickle too, whatever module they name: the unpickler imports it
+    (running its code) before it fails. (By content alone such bytes are text
+    when the module is not a known one: ``cat\ndog\n...`` is a vocabulary.)
+    """
+    if looks_like_pickle(data):
+        return True
+    named = filename is not None and filename.lower().endswith(_PICKLE_NAMES)
+    return named and probe(data).imports
 
 
 def scan(data: memoryview, ctx: ScanContext) -> None:

@@ -35,6 +35,8 @@ _GETS = _codes("GET BINGET LONG_BINGET")
 _MARK_PUSH1 = _codes("TUPLE LIST DICT FROZENSET INST OBJ")
 _MARK_NEED1 = _codes("APPENDS SETITEMS ADDITEMS")
 _MARK_ONLY = _codes("POP_MARK")
+# OBJ takes its class from the items above the MARK: with none, it fails unimported.
+_MARK_CLASS = _codes("OBJ")
 # (items needed, net change) for the other opcodes.
 _EFFECT: dict[int, tuple[int, int]] = {}
 for _name, _effect in (
@@ -106,7 +108,7 @@ def probe(
                 else:
                     return Probe(ops, "stack", False, imports, proto_first, known)
             elif code in _MARK_PUSH1 or code in _MARK_NEED1 or code in _MARK_ONLY:
-                if not marks:
+                if not marks or (code in _MARK_CLASS and depth < 1):
                     return Probe(ops, "stack", False, imports, proto_first, known)
                 depth = marks.pop()
                 if code in _MARK_PUSH1:
