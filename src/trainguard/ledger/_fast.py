@@ -232,9 +232,9 @@ def py_reach(
     Each ``produced`` row whose digest is not in ``artifacts`` adds
     ``artifacts[digest] = cls((digest, kind, name, depth, (run_id,), 0, (leaf,)))``
     and ``new[digest] = row`` (its first producing row). Returns ``(new, again,
-    own)``: the later
-    ``produced`` rows of a digest added here, in row order (the caller merges
-    them), and every other row whose digest is in ``new``, in row order.
+    own)``: the later ``produced`` rows of a digest added here, in row order (the
+    caller merges them), and every other row whose digest is in ``new``, in row
+    order.
     """
     new: dict[Any, CheckedEdge] = {}
     again: list[CheckedEdge] = []

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from trainguard.scan.pickle import looks_like_pickle, scan_pickle
-from trainguard.scan.pickle._probe import probe
+from trainguard.scan.pickle import looks_like_pickle, probe, scan_pickle
 
 if TYPE_CHECKING:
     from trainguard.scan._context import ScanContext

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from trainguard.scan.pickle._opcodes import OPCODES, OpReader, PickleParseError
 from trainguard.scan.pickle._policy import Tier, Verdict, classify
-from trainguard.scan.pickle._probe import looks_like_pickle
+from trainguard.scan.pickle._probe import Probe, looks_like_pickle, probe
 from trainguard.scan.pickle._scan import PickleSummary, scan_pickle, scan_trailing
 from trainguard.scan.pickle._values import Call, Global, Persistent, SDict, literal_str
 
@@ -33,12 +33,14 @@ __all__ = [
     "Persistent",
     "PickleParseError",
     "PickleSummary",
+    "Probe",
     "SDict",
     "Tier",
     "Verdict",
     "classify",
     "literal_str",
     "looks_like_pickle",
+    "probe",
     "scan_pickle",
     "scan_trailing",
 ]
