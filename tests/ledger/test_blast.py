@@ -16,6 +16,7 @@ from trainguard.ledger import Ledger, PreflightResult, SigningKey
 from trainguard.ledger._evidence import verify_evidence
 from trainguard.ledger.blast import BlastRadius, Indicator, PriceTable, blast_radius
 from trainguard.ledger.records import Artifact
+from trainguard.ledger.verify import verify_ledger
 
 H = 3600
 T = f.T0
@@ -300,27 +301,47 @@ def test_altered_index_row_is_caught_by_the_row_cross_check(
     assert "ft-c" in affected(result) and result.index_problems
 
 
+def test_an_edge_row_of_an_affected_run_pointing_at_another_entry_is_caught(
+    ledger: Ledger, ledger_url: str
+) -> None:
+    # An affected run's edges are located by the run_id index and read from their
+    # entries: a row naming an entry that is not this run's edge is reported, and
+    # the log answers.
+    want = radius(ledger, artifacts=(P1X,), from_log=True)
+    raw(
+        ledger_url,
+        "UPDATE edges SET leaf = (SELECT MIN(leaf) FROM runs)"
+        " WHERE run_id = 'ft-a' AND direction = 'produced'",
+    )
+    result = radius(ledger, artifacts=(P1X,))
+    assert "disagreed" in result.answered_from and result.index_problems
+    assert affected(result) == affected(want)
+    assert result.affected_artifacts == want.affected_artifacts
+
+
 @pytest.mark.parametrize(
     "update",
     [
         # An affected run's edge, its direction flipped in the index only.
         "UPDATE edges SET direction = 'used' WHERE run_id = 'ft-a' AND direction = 'produced'",
-        # An affected run's edge row pointing at another entry (a run record).
-        "UPDATE edges SET leaf = (SELECT MIN(leaf) FROM runs)"
-        " WHERE run_id = 'ft-a' AND direction = 'produced'",
+        # Its digest changed in the index only: its readers are still found.
+        "UPDATE edges SET digest = 'sha256:00' WHERE run_id = 'ft-a' AND direction = 'produced'",
     ],
 )
-def test_altered_edge_rows_of_affected_runs_are_caught(
+def test_what_an_affected_runs_edges_say_comes_from_their_entries(
     ledger: Ledger, ledger_url: str, update: str
 ) -> None:
-    # An affected run's edges are read with their entries and checked against them
-    # as they are read: a row that says something else is reported and the log answers.
+    # The answer takes an affected run's edges from their entries and looks for
+    # the readers of what those say it produced: the table's other columns cannot
+    # hide a reader (they are not read at all; verify reports the altered row).
     want = radius(ledger, artifacts=(P1X,), from_log=True)
     raw(ledger_url, update)
     result = radius(ledger, artifacts=(P1X,))
-    assert "disagreed" in result.answered_from and result.index_problems
+    assert {"eval-a", "ongoing"} <= set(affected(result))  # ft-a's checkpoint's readers
     assert affected(result) == affected(want)
     assert result.affected_artifacts == want.affected_artifacts
+    with pytest.raises(LedgerIntegrityError, match="derived table edges disagrees"):
+        verify_ledger(ledger)
 
 
 @pytest.mark.parametrize(
@@ -418,9 +439,11 @@ def test_index_row_with_a_leaf_of_another_type_is_caught(ledger: Ledger, ledger_
     [
         # A blob leaf: out of range for the counts, and not JSON for the probes.
         ("UPDATE run_hosts SET leaf = x'00' WHERE host = 'gpu-003'", {"hosts": ("gpu-003",)}),
-        # A blob digest: sorting the artifacts would compare bytes with text.
+        # A blob digest (of a row the cross-check rejects): sorting the artifacts would
+        # compare bytes with text.
         (
-            "UPDATE edges SET digest = x'00' WHERE run_id = 'ft-a' AND direction = 'produced'",
+            "UPDATE edges SET digest = x'00', leaf = (SELECT MIN(leaf) FROM runs)"
+            " WHERE run_id = 'ft-a' AND direction = 'produced'",
             {"artifacts": (P1X,)},
         ),
         # An infinite leaf: JSON has no infinity.

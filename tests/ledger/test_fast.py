@@ -138,29 +138,29 @@ def test_edge_rows_agree(rows: list[tuple[Any, ...]]) -> None:
     assert _speedups.edge_rows(rows) == _fast.py_edge_rows(rows)
 
 
-def _joined(leaf: Any, data: Any, *, said: Any = None, stored: Any = None) -> tuple[Any, ...]:
-    """A row of the edges-entries join: the row's columns, then its entry's."""
-    run_id, direction, digest, kind = said or ("r1", "used", "sha256:00", "checkpoint")
+def _joined(leaf: Any, data: Any, *, run_id: Any = "r1", stored: Any = None) -> tuple[Any, ...]:
+    """A row of Storage.edge_entries: the leaf and run id the index gives, then the entry."""
     if stored is None and isinstance(data, bytes):
         stored = _merkle.leaf_hash(data)
-    return (leaf, run_id, direction, digest, kind, "edge", data, stored)
+    return (leaf, run_id, data, stored)
 
 
-def test_checked_edges_pass_only_rows_their_intact_entry_says() -> None:
+def test_checked_edges_take_what_an_intact_entry_of_the_run_says() -> None:
     without_name = PLAIN.replace(b',"name":"a.pt"', b"")
+    produced = PLAIN.replace(b'"used"', b'"produced"').replace(b'"checkpoint"', b'"dataset"')
+    run = b'{"kind":"run","run_id":"r1"}'
     rows: list[tuple[Any, ...]] = [
         _joined(0, PLAIN),
         _joined(1, without_name),
-        _joined(2, PLAIN, said=("r2", "used", "sha256:00", "checkpoint")),  # run_id altered
-        _joined(3, PLAIN, said=("r1", "produced", "sha256:00", "checkpoint")),  # direction
-        _joined(4, PLAIN, said=("r1", "used", "sha256:01", "checkpoint")),  # digest
-        _joined(5, PLAIN, said=("r1", "used", "sha256:00", "dataset")),  # artifact kind
-        _joined(6, PLAIN, said=("r1", "used", b"sha256:00", "checkpoint")),  # a blob column
-        _joined(7, PLAIN, stored=b"\x00" * 32),  # the entry was altered
-        _joined(8, None),  # no entry has that leaf
-        _joined(9, PLAIN.replace(b'"r1"', b'"r\\u0031"')),  # valid, not canonical
-        _joined(10.0, PLAIN),  # a leaf of another type
-        (11, "r1", "used", "sha256:00", "checkpoint", "run", PLAIN, _merkle.leaf_hash(PLAIN)),
+        _joined(2, produced),
+        _joined(3, PLAIN, run_id="r2"),  # the index names another run than the entry
+        _joined(4, PLAIN, run_id=b"r1"),  # a blob column
+        _joined(5, PLAIN, stored=b"\x00" * 32),  # the entry was altered
+        _joined(6, None),  # no entry has that leaf
+        _joined(7, PLAIN.replace(b'"r1"', b'"r\\u0031"')),  # valid, not canonical
+        _joined(8.0, PLAIN),  # a leaf of another type
+        _joined(9, run),  # not an edge entry
+        (10, "r1", PLAIN, _merkle.leaf_hash(PLAIN), "x"),  # not the join's shape
     ]
     for checked_edges in (_fast.checked_edges, _fast.py_checked_edges):
         checked: dict[Any, tuple[bytes, bytes | None]] = {}
@@ -168,32 +168,26 @@ def test_checked_edges_pass_only_rows_their_intact_entry_says() -> None:
         assert edges == [
             (0, "r1", "used", "sha256:00", "checkpoint", "a.pt"),
             (1, "r1", "used", "sha256:00", "checkpoint", None),
+            (2, "r1", "produced", "sha256:00", "dataset", "a.pt"),
         ]
-        assert others == list(range(2, 12))
+        assert others == list(range(3, 11))
         # Every entry read is recorded for the evidence, an altered one without its hash.
-        assert sorted(checked) == [0, 1, 2, 3, 4, 5, 6, 7, 9, 11]
-        assert checked[7] == (PLAIN, None) and checked[0] == (PLAIN, _merkle.leaf_hash(PLAIN))
+        assert sorted(checked) == [0, 1, 2, 3, 4, 5, 7, 9]
+        assert checked[5] == (PLAIN, None) and checked[0] == (PLAIN, _merkle.leaf_hash(PLAIN))
 
 
 @st.composite
 def _join_row(draw: st.DrawFn) -> tuple[Any, ...]:
     data = draw(st.one_of(_entry_bytes(), st.just(PLAIN), st.just("text"), st.none()))
     try:
-        entry = json.loads(data)
-        said = tuple(entry.get(k) for k in ("run_id", "direction", "digest", "artifact_kind"))
+        run_id = json.loads(data).get("run_id")
     except (TypeError, ValueError, AttributeError):
-        said = ("r1", "used", "sha256:00", "checkpoint")
-    if draw(st.booleans()):  # one column altered
-        k = draw(st.integers(0, 3))
-        said = (
-            *said[:k],
-            draw(st.one_of(_small, st.binary(max_size=3), st.none())),
-            *said[k + 1 :],
-        )
+        run_id = "r1"
+    if draw(st.booleans()):  # the index names another run, or a value of another type
+        run_id = draw(st.one_of(_small, st.binary(max_size=3), st.none()))
     leaf = draw(st.one_of(st.integers(0, 2**40), st.integers(0, 2**40), st.floats(), st.none()))
     stored = draw(st.one_of(st.none(), st.binary(min_size=32, max_size=32), st.just("x")))
-    row = _joined(leaf, data, said=said, stored=stored)
-    return (*row[:5], draw(st.sampled_from(["edge", "edge", "run", None])), *row[6:])
+    return _joined(leaf, data, run_id=run_id, stored=stored)
 
 
 @compiled

@@ -12,7 +12,7 @@ from trainguard.errors import LedgerIntegrityError
 from trainguard.ledger import _merkle
 from trainguard.ledger._ledger import Ledger, prepare
 from trainguard.ledger.signing import SigningKey
-from trainguard.ledger.storage import NODE_LEVEL, READER_SPLIT, node_id, open_storage
+from trainguard.ledger.storage import NODE_LEVEL, node_id, open_storage
 
 
 def stored_nodes(size: int, node_level: int = NODE_LEVEL) -> int:
@@ -241,9 +241,7 @@ def test_select_answers_in_leaf_order(ledger_url: str) -> None:
         assert store.select("edges", "digest", []) == []
 
 
-def test_product_readers_are_other_runs_rows_naming_what_the_runs_produced(
-    ledger_url: str,
-) -> None:
+def test_readers_are_other_runs_rows_naming_the_digests(ledger_url: str) -> None:
     with Ledger.open(ledger_url, create=True) as ledger:
         ledger.append(_records(30))  # r0, r3, ... each produce ckpt-(i+1) and read it back
         ledger.append(
@@ -253,35 +251,51 @@ def test_product_readers_are_other_runs_rows_naming_what_the_runs_produced(
                 f.produced("x2", "ckpt-4"),  # a second producer: named too
                 f.used("x2", "ckpt-100"),
                 f.produced("r6", "ckpt-1"),  # r6 produces what r0 did
-                f.used("x3", "ckpt-25"),  # r24's, a digest above READER_SPLIT
             ]
         )
         store = ledger.storage
-        rows = store.product_readers(["r0", "r3", "r0"])
+        digests = [f.digest("ckpt-4"), f.digest("ckpt-1"), f.digest("ckpt-4")]
+        rows = store.readers(digests, ["r0", "r3", "r0"])
         assert [(r[1], r[2], r[3]) for r in rows] == [
             ("x1", "used", f.digest("ckpt-1")),
             ("x1", "used", f.digest("ckpt-4")),
             ("x2", "produced", f.digest("ckpt-4")),
             ("r6", "produced", f.digest("ckpt-1")),
         ]
-        assert [r[0] for r in rows] == sorted(r[0] for r in rows)
-        # Each row as select() gives it; the runs' own rows are left out.
-        by_digest = store.select("edges", "digest", [f.digest("ckpt-1"), f.digest("ckpt-4")])
+        # Each row as select() gives it, in leaf order whatever the order asked in;
+        # the named runs' own rows are left out, and only theirs.
+        by_digest = store.select("edges", "digest", digests)
         assert rows == [r for r in by_digest if r[1] not in ("r0", "r3")]
-        # Two parts, split at READER_SPLIT, make up the whole (two connections share it).
-        whole = store.product_readers(["r0", "r3", "r24"])
-        assert whole == sorted([*rows, *store.select("edges", "run_id", ["x3"])])
-        low, high = (store.product_readers(["r0", "r3", "r24"], part) for part in (0, 1))
-        assert sorted(low + high) == whole
-        assert all(r[3] < READER_SPLIT for r in low) and all(r[3] >= READER_SPLIT for r in high)
-        assert low and high
-        # A digest two of the runs produced: its readers come once.
-        assert store.product_readers(["r0", "r6"]) == [
-            r for r in by_digest if r[1] == "x1" and r[3] == f.digest("ckpt-1")
-        ]
-        # Digests a run only used are not followed.
-        assert store.product_readers(["x1"]) == []
-        assert store.product_readers(["nope"]) == store.product_readers([]) == []
+        assert store.readers(digests[::-1], ["r3", "r0"]) == rows
+        assert store.readers(digests, ["r0"]) == [r for r in by_digest if r[1] != "r0"]
+        assert store.readers(digests, []) == by_digest
+        assert store.readers([f.digest("nope")], ["r0"]) == store.readers([], ["r0"]) == []
+
+
+def test_edge_entries_locate_a_runs_edges_and_bring_their_entries(ledger_url: str) -> None:
+    from tests.ledger.test_verify_tamper import raw
+
+    with Ledger.open(ledger_url, create=True) as ledger:
+        ledger.append(_records(30))
+        store = ledger.storage
+        runs = [f"r{i}" for i in range(0, 30, 3)]
+        joined = store.edge_entries([*runs, "nope", *runs])
+        # The rows select() finds, in leaf order: the leaf and run id, then the entry.
+        rows = store.select("edges", "run_id", runs)
+        assert [r[:2] for r in joined] == [r[:2] for r in rows]
+        assert len(joined) == 20
+        entries = {e[0]: e for e in store.entries_at([r[0] for r in joined])}
+        assert [r[2:] for r in joined] == [entries[r[0]][2:] for r in joined]
+        assert store.edge_entries([]) == []
+        # The rows' other columns are not read: an altered digest does not show here
+        # (the entry says the digest), and an entry that is gone gives None for it.
+        gone = joined[3][0]  # inside a run of consecutive leaves (r9's two)
+        raw(ledger_url, "UPDATE edges SET digest = 'sha256:00' WHERE leaf = ?", (joined[0][0],))
+        raw(ledger_url, "DELETE FROM entries WHERE leaf = ?", (gone,))
+        after = store.edge_entries(runs)
+        assert [r for r in after if r[0] != gone] == [r for r in joined if r[0] != gone]
+        assert [r[2:] for r in after if r[0] == gone] == [(None, None)]
+        store.close()
 
 
 @pytest.mark.parametrize("table", ["edges", "runs"])
@@ -405,7 +419,7 @@ def test_postgres_digest_index_is_a_hash_index_and_a_b_tree_is_replaced_by_maint
     digests = [f.digest("ckpt-1"), f.digest("ckpt-4"), f.digest("nope")]
 
     def answers(store: Any) -> tuple[list[Any], list[Any]]:
-        return store.select("edges", "digest", digests), store.product_readers(["r0", "r3"])
+        return store.select("edges", "digest", digests), store.readers(digests, ["r0", "r3"])
 
     with Ledger.open(postgres_url, create=True) as ledger:
         ledger.append(_records(30))

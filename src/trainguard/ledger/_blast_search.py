@@ -152,16 +152,17 @@ class Search:
         depth = 0
         while frontier and (self.max_depth is None or depth < self.max_depth):
             depth += 1
-            edges, others = self.index.derivations(frontier)
+            edges = self.index.run_edges(frontier)
             # These runs are affected: their records are read on the side while
             # this step's edges are followed here.
             self.index.prefetch_run_records(frontier)
             # The artifacts first reached here (compiled: 10^5 of them for a large
             # answer), and the rows naming one: the frontier's own (in hand) and
-            # other runs' (found by the index with the edges), by leaf.
+            # other runs' (read now, for the digests the entries say were produced).
             new, again, own = _fast.reach(edges, self.artifacts, depth, AffectedArtifact)
             for row in again:
                 self._merge(row)
+            others = self.index.readers(new, frontier)
             next_frontier: set[str] = set()
             reasons = self.reasons
             readers = [r for r in others if r[3] in new]

@@ -157,31 +157,31 @@ def py_run_fields(datas: list[bytes]) -> list[RunFields | None]:
 def py_checked_edges(
     rows: list[tuple[Any, ...]], checked: CheckedEntries
 ) -> tuple[list[CheckedEdge], list[int]]:
-    """Edges rows checked against their entries, in one pass over the rows of a join
-    ``(leaf, run_id, direction, digest, artifact_kind, entry kind, data, leaf_hash)``.
+    """A run's edges from their entries, in one pass over rows ``(leaf, run_id, data,
+    leaf_hash)`` (:meth:`~trainguard.ledger.storage.Storage.edge_entries`).
 
     Sets ``checked[leaf] = (data, leaf_hash or None)`` (``None`` where the entry's
     hash differs from the stored one) for every row with an int leaf and bytes data.
-    Returns ``(edges, others)``: the rows whose entry is intact, is an edge entry in
-    its canonical form (:data:`~trainguard.ledger._index.EDGE_FAST`) and says exactly
-    what the row says, each with the entry's ``name``, in row order; and the
-    positions of all other rows, which need the full checks.
+    Returns ``(edges, others)``: for each row whose entry is intact, is an edge
+    entry in its canonical form (:data:`~trainguard.ledger._index.EDGE_FAST`) and
+    names the row's run id, ``(leaf, run_id, direction, digest, artifact_kind,
+    name)`` as the entry says them, in row order; and the positions of all other
+    rows, which need the full checks.
     """
 
     def checked_edge(row: Any) -> CheckedEdge | None:
         if not (
-            type(row) is tuple and len(row) == 8 and type(row[0]) is int and type(row[6]) is bytes
+            type(row) is tuple and len(row) == 4 and type(row[0]) is int and type(row[2]) is bytes
         ):
             return None
-        leaf, run_id, direction, digest, kind, entry_kind, data, stored = row
+        leaf, run_id, data, stored = row
         intact = type(stored) is bytes and _sha256(b"\x00" + data).digest() == stored
         checked[leaf] = (data, stored if intact else None)
-        fields = _groups(EDGE_FAST, data) if intact and entry_kind == "edge" else None
+        fields = _groups(EDGE_FAST, data) if intact else None
         if fields is None:
             return None
-        f_kind, f_digest, f_direction, name, f_run = fields
-        said = (run_id, direction, digest, kind)
-        if all(type(v) is str for v in said) and said == (f_run, f_direction, f_digest, f_kind):
+        kind, digest, direction, name, f_run = fields
+        if type(run_id) is str and run_id == f_run:
             return (leaf, run_id, direction, digest, kind, name)
         return None
 

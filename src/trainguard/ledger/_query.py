@@ -38,6 +38,9 @@ _by_leaf = itemgetter(0)
 
 #: Entries read per batch when building a :class:`LogIndex`.
 _BATCH = 50_000
+#: From this many digests, :meth:`StorageIndex.readers` shares them with the side
+#: connection (below, waiting for it costs more than it saves).
+_SPLIT_FROM = 2_000
 
 
 class Index(Protocol):
@@ -51,15 +54,13 @@ class Index(Protocol):
         ...
 
     def run_edges(self, run_ids: Collection[str]) -> list[_fast.CheckedEdge]:
-        """The ``edges`` rows of ``run_ids``, each with its entry's file name:
-        ``(leaf, run_id, direction, digest, artifact_kind, name or None)``, by leaf."""
+        """The edges of ``run_ids``, each with its entry's file name: ``(leaf,
+        run_id, direction, digest, artifact_kind, name or None)``, by leaf."""
         ...
 
-    def derivations(
-        self, run_ids: Collection[str]
-    ) -> tuple[list[_fast.CheckedEdge], list[tuple[Any, ...]]]:
-        """:meth:`run_edges` of ``run_ids``, and the ``edges`` rows of other runs that
-        name a digest one of those produced (``Storage.product_readers``), by leaf."""
+    def readers(self, digests: Collection[str], run_ids: Collection[str]) -> list[tuple[Any, ...]]:
+        """The ``edges`` rows naming one of ``digests``, except those of ``run_ids``
+        (:meth:`run_edges` has them), by leaf."""
         ...
 
     def run_records(self, run_ids: Collection[str]) -> list[_fast.CheckedRun]:
@@ -165,39 +166,38 @@ class StorageIndex:
         return self._note(table, self.storage.select(table, column, values))
 
     def run_edges(self, run_ids: Collection[str]) -> list[_fast.CheckedEdge]:
-        # The rows come with their entries (the bulk of what a large answer proves),
-        # and each is checked against its entry as it is read, in one compiled pass.
+        # The run_id index locates the runs' edges; their entries (the bulk of what a
+        # large answer proves) say the rest, each hashed and parsed in one compiled
+        # pass. The table's other columns are never used for these rows, so a row
+        # altered there cannot mislead the answer (nor is it looked at: verify's job).
         if not run_ids:
             return []
-        rows = self.storage.rows_with_entries("edges", "run_id", run_ids)
+        rows = self.storage.edge_entries(run_ids)
         edges, others = _fast.checked_edges(rows, self.checked)
         if others:
-            # Rows that pass must say what their intact, canonical entry says; the
-            # rest go to the full row cross-check, which names what is wrong (or
-            # accepts an entry in another valid form).
-            odd = [rows[i] for i in others]
-            self._note("edges", [r[:5] for r in odd])
-            edges.extend((*r[:5], _name_of(r[6])) for r in odd)
+            # An entry that is not intact, not a canonical edge, or names another
+            # run: its table row goes to the full row cross-check, which names what
+            # is wrong (or accepts an entry in another valid form).
+            odd = self.select("edges", "leaf", [rows[i][0] for i in others])
+            edges.extend((*r, _name_of(self.checked.get(r[0], (b"",))[0])) for r in odd)
             edges.sort(key=_by_leaf)
         return edges
 
-    def derivations(
-        self, run_ids: Collection[str]
-    ) -> tuple[list[_fast.CheckedEdge], list[tuple[Any, ...]]]:
-        if not run_ids:
-            return [], []
+    def readers(self, digests: Collection[str], run_ids: Collection[str]) -> list[tuple[Any, ...]]:
+        if not digests:
+            return []
+        asked = list(digests)  # (in the order given: see Storage.readers)
+        if self.side is None or len(asked) < _SPLIT_FROM:
+            return self._note("edges", self.storage.readers(asked, run_ids))
+        # Half the digests are probed on the side connection meanwhile.
+        half = len(asked) // 2
         ids = list(run_ids)
-        if self.side is None:
-            return self.run_edges(ids), self._note("edges", self.storage.product_readers(ids))
-        # The side connection reads most of the readers while this one reads the
-        # edges (and checks them), then the rest (about the same time on each).
-        later = self.side.submit(lambda side: side.product_readers(ids, 0))
-        edges = self.run_edges(ids)
-        readers = self.storage.product_readers(ids, 1)
+        later = self.side.submit(lambda side: side.readers(asked[:half], ids))
+        rows = self.storage.readers(asked[half:], ids)
         theirs = _result(later)
-        readers.extend(self.storage.product_readers(ids, 0) if theirs is None else theirs)
-        readers.sort(key=_by_leaf)
-        return edges, self._note("edges", readers)
+        rows.extend(self.storage.readers(asked[:half], ids) if theirs is None else theirs)
+        rows.sort(key=_by_leaf)
+        return self._note("edges", rows)
 
     def prefetch_run_records(self, run_ids: Collection[str]) -> None:
         ids = [r for r in run_ids if r not in self._runs_asked]
@@ -294,13 +294,9 @@ class LogIndex:
         names = self._names
         return [(*r, names.get(r[0])) for r in self.select("edges", "run_id", run_ids)]
 
-    def derivations(
-        self, run_ids: Collection[str]
-    ) -> tuple[list[_fast.CheckedEdge], list[tuple[Any, ...]]]:
-        edges = self.run_edges(run_ids)
+    def readers(self, digests: Collection[str], run_ids: Collection[str]) -> list[tuple[Any, ...]]:
         ids = set(run_ids)
-        produced = {r[3] for r in edges if r[2] == "produced"}
-        return edges, [r for r in self.select("edges", "digest", produced) if r[1] not in ids]
+        return [r for r in self.select("edges", "digest", digests) if r[1] not in ids]
 
     def prefetch_run_records(self, run_ids: Collection[str]) -> None:
         pass  # (in memory already)

@@ -650,17 +650,24 @@ column_is(PyObject *col, const char *s, Py_ssize_t n)
     return len == n && memcmp(u, s, (size_t)n) == 0;
 }
 
-/* The checked edge of one joined row: (leaf, run_id, direction, digest,
- * artifact_kind, name) when the entry is intact, a canonical edge entry, and says
- * what the row says; NULL without an exception otherwise. Records the entry in
- * checked first (see checked_edges). */
+/* What checked_edges carries from row to row: the dict it fills, and the last
+ * artifact kind and direction made (repeated across a whole answer). */
+typedef struct {
+    PyObject *checked;
+    Memo memos[2];
+} EdgeCheck;
+
+/* The checked edge of one row (leaf, run_id, data, leaf_hash): (leaf, run_id,
+ * direction, digest, artifact_kind, name) as the entry says them, when the entry
+ * is intact, a canonical edge entry, and names the row's run id; NULL without an
+ * exception otherwise. Records the entry in checked first (see checked_edges). */
 static PyObject *
-checked_edge(PyObject *row, PyObject *checked)
+checked_edge(PyObject *row, EdgeCheck *ctx)
 {
-    if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != 8)
+    if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != 4)
         return NULL;
-    PyObject *leaf = PyTuple_GET_ITEM(row, 0), *kind = PyTuple_GET_ITEM(row, 5);
-    PyObject *data = PyTuple_GET_ITEM(row, 6), *stored = PyTuple_GET_ITEM(row, 7);
+    PyObject *leaf = PyTuple_GET_ITEM(row, 0), *run_id = PyTuple_GET_ITEM(row, 1);
+    PyObject *data = PyTuple_GET_ITEM(row, 2), *stored = PyTuple_GET_ITEM(row, 3);
     if (!PyLong_CheckExact(leaf) || !PyBytes_Check(data))
         return NULL;
     unsigned char md[SHA256_DIGEST_LENGTH];
@@ -671,69 +678,70 @@ checked_edge(PyObject *row, PyObject *checked)
     PyObject *pair = PyTuple_Pack(2, data, intact ? stored : Py_None);
     if (pair == NULL)
         return NULL;
-    int err = PyDict_SetItem(checked, leaf, pair);
+    int err = PyDict_SetItem(ctx->checked, leaf, pair);
     Py_DECREF(pair);
     if (err < 0)
         return NULL;
     EdgeFields f;
-    if (!intact || !PyUnicode_Check(kind) || PyUnicode_CompareWithASCIIString(kind, "edge") != 0
-        || !parse_edge(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), &f))
+    if (!intact || !parse_edge(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), &f)
+        || !column_is(run_id, f.s[3], f.n[3]))
         return NULL;
-    /* row columns 1-4: run_id, direction, digest, artifact_kind */
-    const int field[4] = {3, 2, 1, 0};
-    for (int k = 0; k < 4; k++)
-        if (!column_is(PyTuple_GET_ITEM(row, k + 1), f.s[field[k]], f.n[field[k]]))
-            return NULL;
-    PyObject *name = Py_None;
-    if (f.name != NULL) {
-        name = PyUnicode_DecodeUTF8(f.name, f.name_len, "strict");
-        if (name == NULL) {
+    PyObject *edge = PyTuple_New(6);
+    if (edge == NULL)
+        return NULL;
+    Py_INCREF(leaf); /* PyTuple_SET_ITEM steals each reference */
+    PyTuple_SET_ITEM(edge, 0, leaf);
+    Py_INCREF(run_id);
+    PyTuple_SET_ITEM(edge, 1, run_id);
+    /* columns 2-5: direction, digest, artifact_kind, name (EdgeFields order: kind,
+     * digest, direction, run_id) */
+    const char *src[4] = {f.s[2], f.s[1], f.s[0], f.name};
+    Py_ssize_t len[4] = {f.n[2], f.n[1], f.n[0], f.name_len};
+    Memo *memo[4] = {&ctx->memos[1], NULL, &ctx->memos[0], NULL};
+    for (int k = 0; k < 4; k++) {
+        PyObject *v = Py_None;
+        if (src[k] == NULL) /* no name key */
+            Py_INCREF(v);
+        else if ((v = field_str(src[k], len[k], memo[k])) == NULL) {
+            Py_DECREF(edge);
             if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
                 PyErr_Clear(); /* not UTF-8: the Python path reports it */
             return NULL;
         }
-    } else {
-        Py_INCREF(name);
+        PyTuple_SET_ITEM(edge, k + 2, v);
     }
-    PyObject *edge = PyTuple_New(6);
-    if (edge == NULL) {
-        Py_DECREF(name);
-        return NULL;
-    }
-    for (int k = 0; k < 5; k++) {
-        PyObject *v = PyTuple_GET_ITEM(row, k);
-        Py_INCREF(v);
-        PyTuple_SET_ITEM(edge, k, v);
-    }
-    PyTuple_SET_ITEM(edge, 5, name);
     return edge;
 }
 
 static PyObject *
-checked_edge_of(PyObject *row, void *checked)
+checked_edge_of(PyObject *row, void *ctx)
 {
-    return checked_edge(row, (PyObject *)checked);
+    return checked_edge(row, (EdgeCheck *)ctx);
 }
 
 PyDoc_STRVAR(checked_edges_doc,
 "checked_edges(rows, checked, /)\n--\n\n"
-"Edges rows checked against their entries, in one pass over the rows of a join\n"
-"(leaf, run_id, direction, digest, artifact_kind, entry kind, data, leaf_hash).\n\n"
+"A run's edges from their entries, in one pass over rows (leaf, run_id, data,\n"
+"leaf_hash).\n\n"
 "Sets checked[leaf] = (data, leaf_hash, or None where SHA-256(0x00 || data)\n"
 "differs from it) for every row with an int leaf and bytes data. Returns\n"
 "(edges, others): edges holds (leaf, run_id, direction, digest, artifact_kind,\n"
-"name or None) for each row whose entry is intact, is an edge entry in its one\n"
-"canonical form and says exactly what the row says, in row order; others holds\n"
-"the positions of every other row, for the full checks.");
+"name or None), as the entry says them, for each row whose entry is intact, is\n"
+"an edge entry in its one canonical form and names the row's run id, in row\n"
+"order; others holds the positions of every other row, for the full checks.");
 
 static PyObject *
 checked_edges(PyObject *module, PyObject *args)
 {
-    PyObject *rows, *checked;
+    EdgeCheck ctx = {NULL, {{NULL}, {NULL}}};
+    PyObject *rows;
     if (!PyArg_ParseTuple(args, "O!O!:checked_edges", &PyList_Type, &rows, &PyDict_Type,
-                          &checked))
+                          &ctx.checked))
         return NULL;
-    return split_rows(rows, checked_edge_of, checked);
+    PyObject *out = split_rows(rows, checked_edge_of, &ctx);
+    Py_XDECREF(ctx.memos[0].obj);
+    Py_XDECREF(ctx.memos[1].obj);
+    return out;
 }
 
 /* ---- batch inclusion proofs (trainguard.ledger._multiproof) ------------------------

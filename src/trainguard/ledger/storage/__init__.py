@@ -42,7 +42,6 @@ from trainguard.ledger.storage._url import (
 __all__ = [
     "ENV_VAR",
     "NODE_LEVEL",
-    "READER_SPLIT",
     "AppendResult",
     "LedgerURL",
     "PreparedEntry",
@@ -59,12 +58,6 @@ __all__ = [
 #: The lowest level of Merkle subtrees a new ledger stores (2**3 = 8 leaves). Level 4
 #: would save another n/16 rows, but then an inclusion proof reads 15 leaf hashes.
 NODE_LEVEL = 3
-
-
-#: Where :meth:`Storage.product_readers` splits the digests into two parts: the
-#: part from here holds 3/16 of sha256 digests (the ledger's own connection reads
-#: it after a closure step's edges; a side connection reads the rest meanwhile).
-READER_SPLIT = "sha256:d"
 
 
 class PreparedEntry(NamedTuple):
@@ -164,13 +157,16 @@ class Storage(Protocol):
         entry has that leaf."""
         ...
 
-    def product_readers(
-        self, run_ids: Collection[str], part: int | None = None
-    ) -> list[tuple[Any, ...]]:
-        """``edges`` rows naming a digest that a ``produced`` row of ``run_ids`` names,
-        except the rows of ``run_ids`` themselves (:meth:`rows_with_entries` has
-        those), by leaf. ``part`` 0 or 1: only digests below :data:`READER_SPLIT`,
-        or only the others (two connections can share the work)."""
+    def edge_entries(self, run_ids: Collection[str]) -> list[tuple[Any, ...]]:
+        """The ``edges`` of ``run_ids`` as their ``run_id`` index finds them, each with
+        the entry its leaf names: ``(leaf, run_id, data, leaf_hash)`` by leaf, the
+        last two ``None`` where no entry has that leaf. The rows' other columns are
+        not read: the entries say them (and must say this run id)."""
+        ...
+
+    def readers(self, digests: Collection[str], run_ids: Collection[str]) -> list[tuple[Any, ...]]:
+        """``edges`` rows naming one of ``digests``, except the rows of ``run_ids``
+        themselves (:meth:`edge_entries` has those), by leaf."""
         ...
 
     def runs_in_window(self, start: int, stop: int) -> list[tuple[Any, ...]]:

@@ -20,7 +20,6 @@ from trainguard.ledger._index import INDEXES, INTEGER_COLUMNS, PRIMARY, TABLES
 from trainguard.ledger.signing import SignedTreeHead
 from trainguard.ledger.storage import (
     NODE_LEVEL,
-    READER_SPLIT,
     AppendResult,
     PreparedEntry,
     node_id,
@@ -319,29 +318,22 @@ class SQLStorage(ABC):
         rows.sort(key=_first)
         return rows
 
-    #: :meth:`product_readers`: every row ``u`` naming a digest that a produced row
-    #: ``p`` of the runs names (a row whose direction was altered is still found:
-    #: the cross-check then catches it), less the runs' own rows ``o``, told by
-    #: their leaves (SQLite reads those from the run_id index, and each candidate's
-    #: leaf from the digest index: no table row is read for the runs' own 10^4-10^5).
-    _readers_sql = (
-        "SELECT u.leaf, u.run_id, u.direction, u.digest, u.artifact_kind FROM edges u"
-        " WHERE u.digest IN (SELECT p.digest FROM edges p"
-        " WHERE p.run_id IN ({inl}) AND p.direction = 'produced'{part})"
-        " AND u.leaf NOT IN (SELECT o.leaf FROM edges o WHERE o.run_id IN ({inl}))"
-    )
-    #: :meth:`product_readers`' parts (``+``: the digest index is not for p's rows).
-    _reader_parts = (f" AND +p.digest < '{READER_SPLIT}'", f" AND +p.digest >= '{READER_SPLIT}'")
-
-    def product_readers(
-        self, run_ids: Collection[str], part: int | None = None
-    ) -> list[tuple[Any, ...]]:
-        # One statement: the produced digests never travel to the client and back
-        # (10^4-10^5 of them for a large blast radius, most of them never read).
-        sql = self._readers_sql.replace("{part}", "" if part is None else self._reader_parts[part])
+    def edge_entries(self, run_ids: Collection[str]) -> list[tuple[Any, ...]]:
+        # The run_id index gives each row's leaf (SQLite: no table row read), then
+        # its entry: the entry's text says the rest, a third less time than
+        # reading the rows too for the 10^5 edges of a large blast radius.
+        sql = (
+            "SELECT t.leaf, t.run_id, e.data, e.leaf_hash FROM edges t"
+            f" {self._entry_join} WHERE t.run_id IN ({{inl}})"
+        )
         rows = self._in(sql, list(set(run_ids)))
         rows.sort(key=_first)
         return rows
+
+    @abstractmethod
+    def readers(
+        self, digests: Collection[str], run_ids: Collection[str]
+    ) -> list[tuple[Any, ...]]: ...
 
     def runs_in_window(self, start: int, stop: int) -> list[tuple[Any, ...]]:
         cols = ", ".join(TABLES["runs"])

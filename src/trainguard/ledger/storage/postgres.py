@@ -18,7 +18,7 @@ from typing import Any
 
 from trainguard.errors import ConfigError, StorageError
 from trainguard.ledger._index import INTEGER_COLUMNS, TABLES
-from trainguard.ledger.storage import READER_SPLIT, AppendResult, PreparedEntry
+from trainguard.ledger.storage import AppendResult, PreparedEntry
 from trainguard.ledger.storage._base import SQLStorage, _check_name, wrap
 from trainguard.ledger.storage._url import LedgerURL
 
@@ -34,7 +34,6 @@ _HEADER = struct.Struct(">iiiii")
 _LENGTH = struct.Struct(">i").pack
 _INT8_ITEM = struct.Struct(">iq").pack
 _first = itemgetter(0)
-_NO_ENTRY = (None, None, None)
 #: Query indexes that are hash indexes here, not B-trees. A large blast radius
 #: probes edges.digest once per digest its runs produced (85k for the benchmark's
 #: environment baseline, most of them never read by another run): a hash index is
@@ -131,23 +130,28 @@ class PostgresStorage(SQLStorage):
         " WHERE leaf >= r.lo AND leaf <= r.hi OFFSET 0) e"
     )
 
-    _reader_parts = (f" AND p.digest < '{READER_SPLIT}'", f" AND p.digest >= '{READER_SPLIT}'")
-    #: :meth:`product_readers`: one probe of the digest index per produced row
-    #: (LATERAL with OFFSET 0: never a join the planner could turn into a scan of
-    #: edges). A bitmap scan of a hash index for ``digest = ANY(array)`` rechecks
-    #: every row it finds against each array element (27 s for 40k digests), so
-    #: the index is only ever probed a value at a time. (A ledger made before the
-    #: hash index has a B-tree there, probed so 15% slower than by one bitmap scan,
-    #: until :meth:`maintain`.) A digest two of the runs produced is probed twice:
-    #: the repeated rows are dropped. The runs' own rows are left out by a hashed
-    #: anti-join (``NOT (run_id = ANY(...))`` would compare each row with every run).
+    #: :meth:`readers`: one probe of the digest index per digest (LATERAL with
+    #: OFFSET 0: never a join the planner could turn into a scan of edges). A
+    #: bitmap scan of a hash index for ``digest = ANY(array)`` rechecks every row it
+    #: finds against each array element (27 s for 40k digests), so the index is only
+    #: ever probed a value at a time. (A ledger made before the hash index has a
+    #: B-tree there, probed so 15% slower than by one bitmap scan, until
+    #: :meth:`maintain`.) The runs' own rows are left out by a hashed anti-join
+    #: (``NOT (run_id = ANY(...))`` would compare each row with every run).
     _readers_sql = (
-        "SELECT u.leaf, u.run_id, u.direction, u.digest, u.artifact_kind FROM edges p"
-        " CROSS JOIN LATERAL (SELECT leaf, run_id, direction, digest, artifact_kind"
-        " FROM edges WHERE digest = p.digest OFFSET 0) u"
-        " WHERE p.run_id IN ({inl}) AND p.direction = 'produced'{part}"
-        " AND NOT EXISTS (SELECT 1 FROM unnest(%b::text[]) AS f(run_id)"
+        "SELECT u.leaf, u.run_id, u.direction, u.digest, u.artifact_kind"
+        " FROM unnest(%b::text[]) AS d(digest) CROSS JOIN LATERAL"
+        " (SELECT leaf, run_id, direction, digest, artifact_kind"
+        " FROM edges WHERE digest = d.digest OFFSET 0) u"
+        " WHERE NOT EXISTS (SELECT 1 FROM unnest(%b::text[]) AS f(run_id)"
         " WHERE f.run_id = u.run_id)"
+    )
+    #: The entries of runs of consecutive leaves without their kind column (an edge
+    #: entry's text says its kind), as :attr:`_entries_by_range`.
+    _edge_entries_by_range = (
+        "SELECT e.leaf, e.data, e.leaf_hash FROM unnest(%b::int8[], %b::int8[]) AS r(lo, hi)"
+        " CROSS JOIN LATERAL (SELECT leaf, data, leaf_hash FROM entries"
+        " WHERE leaf >= r.lo AND leaf <= r.hi OFFSET 0) e"
     )
 
     def __init__(self, url: LedgerURL) -> None:
@@ -311,31 +315,49 @@ class PostgresStorage(SQLStorage):
         )
         return self._in(sql, list(set(values)))
 
-    def product_readers(
-        self, run_ids: Collection[str], part: int | None = None
-    ) -> list[tuple[Any, ...]]:
-        sql = self._readers_sql.replace("{part}", "" if part is None else self._reader_parts[part])
-        # (Rows found twice, for a digest two of the runs produced, once.)
-        return sorted(set(self._in(sql, list(set(run_ids)))), key=_first)
+    def readers(self, digests: Collection[str], run_ids: Collection[str]) -> list[tuple[Any, ...]]:
+        if not digests:
+            return []
+        runs = list(set(run_ids)) or [""]  # (an empty array's element type cannot be told)
+        # In the order given (a closure gives them as produced): each digest's
+        # producing row, found by its probe too, then lies near the last one's in the
+        # table (sorted by digest, 85k of them took half again as long).
+        arrays = (array_param(list(dict.fromkeys(digests))), array_param(runs))
+        rows = self._read(self._readers_sql, arrays)
+        rows.sort(key=_first)
+        return rows
 
     def rows_with_entries(
         self, table: str, column: str, values: Collection[Any]
     ) -> list[tuple[Any, ...]]:
-        # Two reads: the rows, then their entries by runs of consecutive leaves. A
-        # run's edges are appended together, so a closure step's 10^4-10^5 rows
-        # are ~10^3 runs of leaves: a quarter less time than a probe of the entries
-        # index per row (the join the base class makes) for 47k rows.
         _check_name(table, column)
         sql = f"SELECT {', '.join(TABLES[table])} FROM {table} WHERE {column} IN ({{inl}})"
-        rows = self._in(sql, list(set(values)))
+        return self._with_entries(self._in(sql, list(set(values))), self._entries_by_range, 3)
+
+    def edge_entries(self, run_ids: Collection[str]) -> list[tuple[Any, ...]]:
+        sql = "SELECT leaf, run_id FROM edges WHERE run_id IN ({inl})"
+        rows = self._in(sql, list(set(run_ids)))
+        return self._with_entries(rows, self._edge_entries_by_range, 2)
+
+    def _with_entries(
+        self, rows: list[tuple[Any, ...]], by_range: str, width: int
+    ) -> list[tuple[Any, ...]]:
+        """``rows`` by leaf, each extended by the ``width`` columns ``by_range`` reads
+        of its entry (``None`` each where no entry has that leaf).
+
+        Two reads: the rows, then their entries by runs of consecutive leaves. A
+        run's edges are appended together, so a closure step's 10^4-10^5 rows are
+        ~10^3 runs of leaves: a quarter less time than a probe of the entries index
+        per row (the join the base class makes) for 47k rows."""
         if not rows:
             return []
         rows.sort(key=_first)
         leaves = [r[0] for r in rows]
         lo, hi = _runs_of(leaves)
-        found = self._read(self._entries_by_range, (array_param(lo), array_param(hi)))
+        found = self._read(by_range, (array_param(lo), array_param(hi)))
         found.sort(key=_first)  # (in range order already: a linear pass)
         if len(found) == len(rows) and [e[0] for e in found] == leaves:
             return [r + e[1:] for r, e in zip(rows, found, strict=True)]
-        entries = {e[0]: e[1:] for e in found}  # an entry missing: its row gets None
-        return [r + entries.get(r[0], _NO_ENTRY) for r in rows]
+        entries = {e[0]: e[1:] for e in found}
+        missing = (None,) * width
+        return [r + entries.get(r[0], missing) for r in rows]

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
+from operator import itemgetter
 from typing import Any
 
 from trainguard.errors import StorageError
@@ -34,6 +35,7 @@ MMAP_BYTES = 1 << 40
 
 
 _PLAIN = {str, int}
+_first = itemgetter(0)
 
 
 def _json_list(values: Sequence[Any]) -> str:
@@ -149,6 +151,23 @@ class SQLiteStorage(SQLStorage):
             sql.replace("IN ({inl})", "IN (SELECT value FROM json_each(?))"),
             (listed,) * sql.count("IN ({inl})"),
         )
+
+    #: :meth:`readers`: one probe of the digest index per digest (in key order); the
+    #: runs' own rows are told by their leaves from the run_id index (no table row
+    #: is read for them: the producer of every digest asked for is one).
+    _READERS = (
+        "SELECT u.leaf, u.run_id, u.direction, u.digest, u.artifact_kind FROM edges u"
+        " WHERE u.digest IN (SELECT value FROM json_each(?)) AND u.leaf NOT IN"
+        " (SELECT o.leaf FROM edges o WHERE o.run_id IN (SELECT value FROM json_each(?)))"
+    )
+
+    def readers(self, digests: Collection[str], run_ids: Collection[str]) -> list[tuple[Any, ...]]:
+        if not digests:
+            return []
+        lists = (_json_list(_in_key_order(list(set(v)))) for v in (digests, run_ids))
+        rows = self._execute(self._READERS, tuple(lists))
+        rows.sort(key=_first)
+        return rows
 
     def maintain(self) -> None:
         self._rebuild_indexes()
