@@ -319,6 +319,7 @@ def test_an_edge_row_of_an_affected_run_pointing_at_another_entry_is_caught(
     assert result.affected_artifacts == want.affected_artifacts
 
 
+@pytest.mark.parametrize("speculate", [False, True])
 @pytest.mark.parametrize(
     "update",
     [
@@ -329,19 +330,56 @@ def test_an_edge_row_of_an_affected_run_pointing_at_another_entry_is_caught(
     ],
 )
 def test_what_an_affected_runs_edges_say_comes_from_their_entries(
-    ledger: Ledger, ledger_url: str, update: str
+    ledger: Ledger, ledger_url: str, update: str, speculate: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The answer takes an affected run's edges from their entries and looks for
     # the readers of what those say it produced: the table's other columns cannot
-    # hide a reader (they are not read at all; verify reports the altered row).
+    # hide a reader (verify reports the altered row). Where the readers of what the
+    # table says were read ahead (a server, large steps), they are not used then.
+    from trainguard.ledger import _query
+
     want = radius(ledger, artifacts=(P1X,), from_log=True)
     raw(ledger_url, update)
+    if speculate:
+        monkeypatch.setattr(_query, "_SPECULATE_FROM", 1)
+        monkeypatch.setattr(type(ledger.storage), "separate_process", True)
     result = radius(ledger, artifacts=(P1X,))
     assert {"eval-a", "ongoing"} <= set(affected(result))  # ft-a's checkpoint's readers
     assert affected(result) == affected(want)
     assert result.affected_artifacts == want.affected_artifacts
     with pytest.raises(LedgerIntegrityError, match="derived table edges disagrees"):
         verify_ledger(ledger)
+
+
+def test_readers_read_ahead_are_used_only_where_the_entries_say_the_same(
+    ledger: Ledger, ledger_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With a server behind it, a large closure step reads the readers of what the
+    # table says its runs produced beside the edges; they stand in for the readers
+    # of what the entries say only when both say the same digests.
+    from trainguard.ledger import _query
+
+    monkeypatch.setattr(_query, "_SPECULATE_FROM", 1)
+    monkeypatch.setattr(type(ledger.storage), "separate_process", True)
+    asked: list[list[str]] = []
+    read = ledger.storage.readers
+
+    def here(digests: Any, run_ids: Any) -> Any:
+        asked.append(sorted(digests))
+        return read(digests, run_ids)
+
+    monkeypatch.setattr(ledger.storage, "readers", here)
+    want = radius(ledger, artifacts=(P1X,), from_log=True)
+    assert affected(radius(ledger, artifacts=(P1X,))) == affected(want)
+    assert asked == []  # every step's readers were read ahead, and used
+    raw(
+        ledger_url,
+        "UPDATE edges SET digest = 'sha256:00' WHERE run_id = 'ft-a' AND direction = 'produced'",
+    )
+    result = radius(ledger, artifacts=(P1X,))
+    assert affected(result) == affected(want)
+    # The first step (ft-a, ft-c): the table disagreed, the readers were read here.
+    assert asked == [sorted([A1, C1])]
 
 
 @pytest.mark.parametrize(
@@ -656,3 +694,32 @@ def test_a_closure_cut_by_max_depth_still_has_every_affected_runs_facts(ledger: 
     assert affected(got) == affected(want) == {"evil": 1.0, "ft-a": 16.0, "ft-c": 4.0}
     assert all(a.facts.entry is not None for a in got.affected_runs)
     assert got.to_json()["affected_runs"] == want.to_json()["affected_runs"]
+
+
+@pytest.mark.parametrize(
+    ("produced", "said", "used"),
+    [
+        (["a", "b"], ["a", "b"], True),
+        (["a", "b"], ["b", "a"], False),  # the same digests in another order
+        (["a", "b"], ["a\nb"], False),  # joined alike, one row fewer
+        (["a\nb", "c"], ["a", "b\nc"], False),  # a separator inside a digest
+        (["a", 5], ["a", "5"], False),  # a value of another type
+        ([], [], True),
+    ],
+)
+def test_readers_read_ahead_need_the_very_digests_the_entries_said(
+    ledger: Ledger, produced: list[Any], said: list[str], used: bool
+) -> None:
+    import hashlib
+    from concurrent.futures import Future
+
+    from trainguard.ledger import _query
+
+    rows = [(7, "x", "used", "a", "checkpoint")]
+    done: Future[Any] = Future()
+    done.set_result((rows, (len(said), hashlib.sha256("\n".join(said).encode()).hexdigest())))
+    index = _query.StorageIndex(ledger.storage)
+    index._speculated, index._produced = (["r1", "r2"], done), produced
+    assert index._speculated_readers(["r2", "r1"]) == (rows if used else None)
+    index._speculated = (["r1", "r2"], done)
+    assert index._speculated_readers(["r1"]) is None  # read ahead for other runs

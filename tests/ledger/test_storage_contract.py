@@ -272,6 +272,35 @@ def test_readers_are_other_runs_rows_naming_the_digests(ledger_url: str) -> None
         assert store.readers([f.digest("nope")], ["r0"]) == store.readers([], ["r0"]) == []
 
 
+def test_product_readers_come_with_what_the_produced_rows_say(ledger_url: str) -> None:
+    import hashlib
+
+    from tests.ledger.test_verify_tamper import raw
+
+    def fingerprint(digests: list[str]) -> tuple[int, str]:
+        return len(digests), hashlib.sha256("\n".join(digests).encode()).hexdigest()
+
+    with Ledger.open(ledger_url, create=True) as ledger:
+        ledger.append(_records(30))  # r0, r3, ... each produce ckpt-(i+1) and read it back
+        ledger.append([f.used("x1", "ckpt-4"), f.used("x1", "ckpt-1"), f.produced("r3", "ckpt-9")])
+        store = ledger.storage
+        produced = [f.digest("ckpt-1"), f.digest("ckpt-4"), f.digest("ckpt-9")]  # by leaf
+        rows, said = store.product_readers(["r3", "r0", "r3"])
+        # The readers of every digest the runs' produced rows name, as readers() gives them.
+        assert rows == store.readers(produced, ["r0", "r3"])
+        assert [r[1] for r in rows] == ["x1", "x1"]
+        assert said == fingerprint(produced)
+        assert store.product_readers(["x1"]) == ([], fingerprint([]))
+        assert store.product_readers(["nope"]) == ([], fingerprint([]))
+        # A produced row altered in the table: its readers are not found, and the
+        # fingerprint says what the rows said (the caller compares it with the entries).
+        raw(ledger_url, "UPDATE edges SET digest = 'sha256:00' WHERE run_id = 'r0'")
+        rows, said = store.product_readers(["r0", "r3"])
+        assert [r[3] for r in rows] == [f.digest("ckpt-4")]
+        assert said == fingerprint(["sha256:00", f.digest("ckpt-4"), f.digest("ckpt-9")])
+        store.close()
+
+
 def test_edge_entries_locate_a_runs_edges_and_bring_their_entries(ledger_url: str) -> None:
     from tests.ledger.test_verify_tamper import raw
 

@@ -9,6 +9,7 @@ entries) and is the fallback when the derived tables disagree with the log.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -35,12 +36,17 @@ __all__ = [
 ]
 
 _by_leaf = itemgetter(0)
+#: What :meth:`Storage.product_readers` returns.
+_ProductReaders = tuple[list[tuple[Any, ...]], tuple[int, str]]
 
 #: Entries read per batch when building a :class:`LogIndex`.
 _BATCH = 50_000
 #: From this many digests, :meth:`StorageIndex.readers` shares them with the side
 #: connection (below, waiting for it costs more than it saves).
 _SPLIT_FROM = 2_000
+#: From this many runs, :meth:`StorageIndex.run_edges` has the side connection read
+#: the readers of what they produced meanwhile (see :meth:`Storage.product_readers`).
+_SPECULATE_FROM = 100
 
 
 class Index(Protocol):
@@ -146,6 +152,10 @@ class StorageIndex:
         self.checked: Checked = {}
         #: runs rows checked against their entries as they were read, by leaf.
         self._vouched: dict[Any, tuple[Any, ...]] = {}
+        #: The side's product_readers for the run ids of the last run_edges, if asked.
+        self._speculated: tuple[list[str], Future[_ProductReaders]] | None = None
+        #: The digests the entries of the last run_edges said were produced, by leaf.
+        self._produced: list[Any] = []
 
     def unchecked(self) -> list[tuple[str, list[tuple[Any, ...]]]]:
         """:attr:`used`, less the runs rows equal to one checked as it was read
@@ -172,7 +182,15 @@ class StorageIndex:
         # altered there cannot mislead the answer (nor is it looked at: verify's job).
         if not run_ids:
             return []
-        rows = self.storage.edge_entries(run_ids)
+        ids = list(run_ids)
+        self._speculated = None
+        if self.side is not None and self.storage.separate_process and len(ids) >= _SPECULATE_FROM:
+            # The readers of what the table says these runs produced, read on the
+            # side meanwhile; readers() uses them only if the entries say the same.
+            # (Not for SQLite: those reads would hold this process's GIL, and cost
+            # more than the readers of the entries' digests read after the edges.)
+            self._speculated = (ids, self.side.submit(lambda side: side.product_readers(ids)))
+        rows = self.storage.edge_entries(ids)
         edges, others = _fast.checked_edges(rows, self.checked)
         if others:
             # An entry that is not intact, not a canonical edge, or names another
@@ -181,11 +199,41 @@ class StorageIndex:
             odd = self.select("edges", "leaf", [rows[i][0] for i in others])
             edges.extend((*r, _name_of(self.checked.get(r[0], (b"",))[0])) for r in odd)
             edges.sort(key=_by_leaf)
+        self._produced = [e[3] for e in edges if e[2] == "produced"]
         return edges
+
+    def _speculated_readers(self, run_ids: Collection[str]) -> list[tuple[Any, ...]] | None:
+        """The side's readers of the digests the rows said were produced, where the
+        entries of :meth:`run_edges` said the same for the same runs."""
+        speculated, self._speculated = self._speculated, None
+        if speculated is None or set(speculated[0]) != set(run_ids):
+            return None
+        got = _result(speculated[1])
+        if got is None:
+            return None
+        rows, (count, fingerprint) = got
+        produced = self._produced
+        try:
+            joined = "\n".join(produced)
+        except TypeError:  # a value of another type (only a tampered row holds one)
+            return None
+        # The same number of digests, none holding the separator (entries cannot),
+        # joined the same: the same digests in the same order.
+        if count != len(produced) or joined.count("\n") != max(count - 1, 0):
+            return None
+        if hashlib.sha256(joined.encode("utf-8", "surrogatepass")).hexdigest() != fingerprint:
+            return None
+        return rows
 
     def readers(self, digests: Collection[str], run_ids: Collection[str]) -> list[tuple[Any, ...]]:
         if not digests:
+            if self._speculated is not None:  # not needed: dropped unless it started
+                self._speculated[1].cancel()
+                self._speculated = None
             return []
+        speculated = self._speculated_readers(run_ids)
+        if speculated is not None:
+            return self._note("edges", speculated)
         asked = list(digests)  # (in the order given: see Storage.readers)
         if self.side is None or len(asked) < _SPLIT_FROM:
             return self._note("edges", self.storage.readers(asked, run_ids))

@@ -101,6 +101,10 @@ class Storage(Protocol):
     """What a ledger backend provides. All methods raise ``StorageError`` on backend failures."""
 
     url: LedgerURL
+    #: The database works in processes of its own (a server): reads on a second
+    #: connection then take little of this process, and reading ahead what may
+    #: go unused pays. (SQLite works in this process, under its GIL.)
+    separate_process: bool
 
     def init(self, origin: str) -> str:
         """Create the tables if missing; return the log's origin (the stored one if it exists)."""
@@ -167,6 +171,15 @@ class Storage(Protocol):
     def readers(self, digests: Collection[str], run_ids: Collection[str]) -> list[tuple[Any, ...]]:
         """``edges`` rows naming one of ``digests``, except the rows of ``run_ids``
         themselves (:meth:`edge_entries` has those), by leaf."""
+        ...
+
+    def product_readers(
+        self, run_ids: Collection[str]
+    ) -> tuple[list[tuple[Any, ...]], tuple[int, str]]:
+        """:meth:`readers` of every digest a ``produced`` row of ``run_ids`` names, read
+        in one statement, and what those rows say: ``(how many, SHA-256 hex of their
+        digests in leaf order, joined by newlines)``. The readers are only as good as
+        the rows: a caller compares that fingerprint with what the entries say."""
         ...
 
     def runs_in_window(self, start: int, stop: int) -> list[tuple[Any, ...]]:

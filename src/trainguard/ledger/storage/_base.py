@@ -43,6 +43,7 @@ class SQLStorage(ABC):
 
     #: ``"?"`` or ``"%s"``.
     param: str
+    separate_process: bool
     blob: str
     bigint: str
 
@@ -334,6 +335,11 @@ class SQLStorage(ABC):
     def readers(
         self, digests: Collection[str], run_ids: Collection[str]
     ) -> list[tuple[Any, ...]]: ...
+
+    @abstractmethod
+    def product_readers(
+        self, run_ids: Collection[str]
+    ) -> tuple[list[tuple[Any, ...]], tuple[int, str]]: ...
 
     def runs_in_window(self, start: int, stop: int) -> list[tuple[Any, ...]]:
         cols = ", ".join(TABLES["runs"])

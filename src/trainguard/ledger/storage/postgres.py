@@ -120,6 +120,7 @@ class PostgresStorage(SQLStorage):
     param = "%s"
     blob = "BYTEA"
     bigint = "BIGINT"
+    separate_process = True
     #: The entries of runs of consecutive leaves ``[lo, hi]``: one descent of the
     #: entries index per run of leaves, then its leaf pages in order. (A LATERAL
     #: subquery with OFFSET 0: the planner, misjudging how many rows a long array
@@ -145,6 +146,20 @@ class PostgresStorage(SQLStorage):
         " FROM edges WHERE digest = d.digest OFFSET 0) u"
         " WHERE NOT EXISTS (SELECT 1 FROM unnest(%b::text[]) AS f(run_id)"
         " WHERE f.run_id = u.run_id)"
+    )
+    #: :meth:`product_readers`: as :attr:`_readers_sql` from the produced rows (read
+    #: once: MATERIALIZED), then one row with their number and fingerprint.
+    _product_readers_sql = (
+        "WITH p AS MATERIALIZED (SELECT leaf, digest FROM edges"
+        " WHERE run_id = ANY(%b) AND direction = 'produced')"
+        " SELECT u.leaf, u.run_id, u.direction, u.digest, u.artifact_kind FROM p CROSS JOIN LATERAL"
+        " (SELECT leaf, run_id, direction, digest, artifact_kind"
+        " FROM edges WHERE digest = p.digest OFFSET 0) u"
+        " WHERE NOT EXISTS (SELECT 1 FROM unnest(%b::text[]) AS f(run_id)"
+        " WHERE f.run_id = u.run_id)"
+        " UNION ALL SELECT NULL, count(*)::text, encode(sha256(convert_to("
+        "coalesce(string_agg(digest, E'\\n' ORDER BY leaf), ''), 'UTF8')), 'hex'), NULL, NULL"
+        " FROM p"
     )
     #: The entries of runs of consecutive leaves without their kind column (an edge
     #: entry's text says its kind), as :attr:`_entries_by_range`.
@@ -326,6 +341,15 @@ class PostgresStorage(SQLStorage):
         rows = self._read(self._readers_sql, arrays)
         rows.sort(key=_first)
         return rows
+
+    def product_readers(
+        self, run_ids: Collection[str]
+    ) -> tuple[list[tuple[Any, ...]], tuple[int, str]]:
+        runs = array_param(list(set(run_ids)) or [""])
+        rows = self._read(self._product_readers_sql, (runs, runs))
+        _, count, fingerprint, _, _ = rows.pop()
+        rows.sort(key=_first)
+        return rows, (int(count), fingerprint)
 
     def rows_with_entries(
         self, table: str, column: str, values: Collection[Any]

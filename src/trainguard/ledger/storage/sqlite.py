@@ -9,6 +9,7 @@ writer and of the machine (``?synchronous=normal``: of the writer only).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sqlite3
@@ -36,6 +37,13 @@ MMAP_BYTES = 1 << 40
 
 _PLAIN = {str, int}
 _first = itemgetter(0)
+
+
+def _sha256_hex(text: Any) -> str:
+    """SHA-256 hex of ``text`` as UTF-8 (of nothing for ``None``: no rows were joined;
+    of its ``str()`` for anything else SQLite gives back: it then matches nothing)."""
+    raw = b"" if text is None else str(text).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(raw).hexdigest()
 
 
 def _json_list(values: Sequence[Any]) -> str:
@@ -69,6 +77,7 @@ class SQLiteStorage(SQLStorage):
     param = "?"
     blob = "BLOB"
     bigint = "INTEGER"
+    separate_process = False
 
     def __init__(self, url: LedgerURL) -> None:
         super().__init__(url)
@@ -168,6 +177,28 @@ class SQLiteStorage(SQLStorage):
         rows = self._execute(self._READERS, tuple(lists))
         rows.sort(key=_first)
         return rows
+
+    #: :meth:`product_readers`: the produced rows once (MATERIALIZED), their readers,
+    #: then one row with their number and digests in leaf order.
+    _PRODUCT_READERS = (
+        "WITH p AS MATERIALIZED (SELECT leaf, digest FROM edges"
+        " WHERE run_id IN (SELECT value FROM json_each(?1)) AND direction = 'produced')"
+        " SELECT u.leaf, u.run_id, u.direction, u.digest, u.artifact_kind FROM edges u"
+        " WHERE u.digest IN (SELECT digest FROM p) AND u.leaf NOT IN"
+        " (SELECT o.leaf FROM edges o WHERE o.run_id IN (SELECT value FROM json_each(?1)))"
+        " UNION ALL SELECT NULL, count(*), group_concat(digest, char(10)), NULL, NULL"
+        " FROM (SELECT digest FROM p ORDER BY leaf)"
+    )
+
+    def product_readers(
+        self, run_ids: Collection[str]
+    ) -> tuple[list[tuple[Any, ...]], tuple[int, str]]:
+        rows = self._execute(
+            self._PRODUCT_READERS, (_json_list(_in_key_order(list(set(run_ids)))),)
+        )
+        _, count, joined, _, _ = rows.pop()
+        rows.sort(key=_first)
+        return rows, (count, _sha256_hex(joined))
 
     def maintain(self) -> None:
         self._rebuild_indexes()
