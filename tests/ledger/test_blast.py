@@ -696,6 +696,30 @@ def test_a_closure_cut_by_max_depth_still_has_every_affected_runs_facts(ledger: 
     assert got.to_json()["affected_runs"] == want.to_json()["affected_runs"]
 
 
+def test_readers_shared_with_the_side_connection_give_the_same_answer(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With a server behind it, a step's readers not read ahead are read half here
+    # and half on the side connection: merged in leaf order, as one read gives them.
+    from trainguard.ledger import _query
+
+    want = radius(ledger, artifacts=(P1,))
+    monkeypatch.setattr(_query, "_SPLIT_FROM", 2)
+    monkeypatch.setattr(type(ledger.storage), "separate_process", True)
+    asked: list[int] = []
+    read = ledger.storage.readers
+
+    def here(digests: Any, run_ids: Any) -> Any:
+        asked.append(len(digests))
+        return read(digests, run_ids)
+
+    monkeypatch.setattr(ledger.storage, "readers", here)
+    got = radius(ledger, artifacts=(P1,))
+    assert asked and all(n == 1 for n in asked)  # the other halves were read on the side
+    assert got.to_json()["affected_runs"] == want.to_json()["affected_runs"]
+    assert got.affected_artifacts == want.affected_artifacts
+
+
 @pytest.mark.parametrize(
     ("produced", "said", "used"),
     [

@@ -42,7 +42,8 @@ _ProductReaders = tuple[list[tuple[Any, ...]], tuple[int, str]]
 #: Entries read per batch when building a :class:`LogIndex`.
 _BATCH = 50_000
 #: From this many digests, :meth:`StorageIndex.readers` shares them with the side
-#: connection (below, waiting for it costs more than it saves).
+#: connection where the database has processes of its own (below, waiting for it
+#: costs more than it saves).
 _SPLIT_FROM = 2_000
 #: From this many runs, :meth:`StorageIndex.run_edges` has the side connection read
 #: the readers of what they produced meanwhile (see :meth:`Storage.product_readers`).
@@ -235,9 +236,10 @@ class StorageIndex:
         if speculated is not None:
             return self._note("edges", speculated)
         asked = list(digests)  # (in the order given: see Storage.readers)
-        if self.side is None or len(asked) < _SPLIT_FROM:
+        if self.side is None or not self.storage.separate_process or len(asked) < _SPLIT_FROM:
             return self._note("edges", self.storage.readers(asked, run_ids))
-        # Half the digests are probed on the side connection meanwhile.
+        # Half the digests are probed on the side connection meanwhile (not on
+        # SQLite: its rows are made under this process's GIL; 5-15% slower, seen).
         half = len(asked) // 2
         ids = list(run_ids)
         later = self.side.submit(lambda side: side.readers(asked[:half], ids))
