@@ -321,8 +321,8 @@ class SQLStorage(ABC):
 
     def edge_entries(self, run_ids: Collection[str]) -> list[tuple[Any, ...]]:
         # The run_id index gives each row's leaf (SQLite: no table row read), then
-        # its entry: the entry's text says the rest, a third less time than
-        # reading the rows too for the 10^5 edges of a large blast radius.
+        # its entry: the entry's text says the rest (SQLite, the 99k edges of a
+        # large blast radius: 114-124 ms, against 209-218 reading the rows too).
         sql = (
             "SELECT t.leaf, t.run_id, e.data, e.leaf_hash FROM edges t"
             f" {self._entry_join} WHERE t.run_id IN ({{inl}})"
