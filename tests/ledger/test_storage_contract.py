@@ -6,6 +6,8 @@ import gc
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.ledger import _factory as f
 from trainguard.errors import LedgerIntegrityError
@@ -473,3 +475,23 @@ def test_array_parameters_psycopg_must_judge_go_to_it_unchanged(values: list) ->
     from trainguard.ledger.storage.postgres import array_param
 
     assert array_param(values) == values and type(array_param(values)) is list
+
+
+@settings(max_examples=800, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.text(st.sampled_from('ab09:"\\ \x00\x1f\x7fé€😀'), max_size=5),
+            st.from_regex(r"sha256:[0-9a-f]{4}", fullmatch=True),
+        ),
+        max_size=6,
+    )
+)
+def test_sqlite_probe_lists_are_the_json_of_the_values(values: list[str]) -> None:
+    # The probe lists SQLite's json_each reads: plain strings are joined as they
+    # are, anything that needs escaping goes through json.dumps; the same values back.
+    import json
+
+    from trainguard.ledger.storage.sqlite import _json_list
+
+    assert json.loads(_json_list(values)) == values

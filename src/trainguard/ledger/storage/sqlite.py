@@ -36,6 +36,7 @@ MMAP_BYTES = 1 << 40
 
 
 _PLAIN = {str, int}
+_STR = {str}
 _first = itemgetter(0)
 
 
@@ -51,7 +52,15 @@ def _json_list(values: Sequence[Any]) -> str:
     derived rows, and SQLite keeps any type in any column: a value JSON cannot carry
     (bytes, NaN, infinity; only a tampered row holds one) stands for nothing, since the
     row it came from fails the cross-check either way."""
-    if set(map(type, values)) <= _PLAIN:  # nearly always: no per-value check in Python
+    types = set(map(type, values))
+    if types == _STR:
+        # Digests and run ids need no escaping: joined as they are, a quarter of
+        # json.dumps' time (85k digests: 7 ms against 32).
+        joined = '","'.join(values)
+        plain = joined.isascii() and joined.isprintable() and "\\" not in joined
+        if plain and joined.count('"') == 2 * (len(values) - 1):  # the separators' own
+            return f'["{joined}"]'
+    if types <= _PLAIN:  # nearly always: no per-value check in Python
         return json.dumps(values)
     return json.dumps(
         [
