@@ -15,11 +15,11 @@ re-check it without access to the database (``trainguard ledger check-report``).
 The answer comes from the derived tables, cross-checked against the log row by
 row for every row used (the bulk of them as they are read; the affected runs'
 edges are taken from their entries, the index only locates them) and by row
-counts of whole tables (read on a second connection meanwhile); if either disagrees, the
-answer is recomputed from the log itself and the report says so. A deleted or
-forged index row cannot hide a run; a deletion made up for by a forged row of
-another table (the same row counts) can, until a full ``verify_ledger`` (which
-reads every entry) finds it.
+counts of whole tables (read on a second connection meanwhile); if either
+disagrees, the answer is recomputed from the log itself and the report says so.
+A deleted or forged index row cannot hide a run; a deletion made up for by a
+forged row of another table (the same row counts) can, until a full
+``verify_ledger`` (which reads every entry) finds it.
 """
 
 from __future__ import annotations
