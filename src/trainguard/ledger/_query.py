@@ -200,7 +200,8 @@ class StorageIndex:
             odd = self.select("edges", "leaf", [rows[i][0] for i in others])
             edges.extend((*r, _name_of(self.checked.get(r[0], (b"",))[0])) for r in odd)
             edges.sort(key=_by_leaf)
-        self._produced = [e[3] for e in edges if e[2] == "produced"]
+        if self._speculated is not None:  # (what readers() compares the read-ahead with)
+            self._produced = [e[3] for e in edges if e[2] == "produced"]
         return edges
 
     def _speculated_readers(self, run_ids: Collection[str]) -> list[tuple[Any, ...]] | None:

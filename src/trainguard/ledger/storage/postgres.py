@@ -139,25 +139,22 @@ class PostgresStorage(SQLStorage):
     #: B-tree there, probed so 15% slower than by one bitmap scan, until
     #: :meth:`maintain`.) The runs' own rows are left out by a hashed anti-join
     #: (``NOT (run_id = ANY(...))`` would compare each row with every run).
-    _readers_sql = (
+    _probe_sql = (
         "SELECT u.leaf, u.run_id, u.direction, u.digest, u.artifact_kind"
-        " FROM unnest(%b::text[]) AS d(digest) CROSS JOIN LATERAL"
+        " FROM {digests} CROSS JOIN LATERAL"
         " (SELECT leaf, run_id, direction, digest, artifact_kind"
         " FROM edges WHERE digest = d.digest OFFSET 0) u"
         " WHERE NOT EXISTS (SELECT 1 FROM unnest(%b::text[]) AS f(run_id)"
         " WHERE f.run_id = u.run_id)"
     )
-    #: :meth:`product_readers`: as :attr:`_readers_sql` from the produced rows (read
-    #: once: MATERIALIZED), then one row with their number and fingerprint.
+    _readers_sql = _probe_sql.replace("{digests}", "unnest(%b::text[]) AS d(digest)")
+    #: :meth:`product_readers`: the same probes from the produced rows (read once:
+    #: MATERIALIZED), then one row with their number and fingerprint.
     _product_readers_sql = (
         "WITH p AS MATERIALIZED (SELECT leaf, digest FROM edges"
-        " WHERE run_id = ANY(%b) AND direction = 'produced')"
-        " SELECT u.leaf, u.run_id, u.direction, u.digest, u.artifact_kind FROM p CROSS JOIN LATERAL"
-        " (SELECT leaf, run_id, direction, digest, artifact_kind"
-        " FROM edges WHERE digest = p.digest OFFSET 0) u"
-        " WHERE NOT EXISTS (SELECT 1 FROM unnest(%b::text[]) AS f(run_id)"
-        " WHERE f.run_id = u.run_id)"
-        " UNION ALL SELECT NULL, count(*)::text, encode(sha256(convert_to("
+        " WHERE run_id = ANY(%b) AND direction = 'produced') "
+        + _probe_sql.replace("{digests}", "p AS d")
+        + " UNION ALL SELECT NULL, count(*)::text, encode(sha256(convert_to("
         "coalesce(string_agg(digest, E'\\n' ORDER BY leaf), ''), 'UTF8')), 'hex'), NULL, NULL"
         " FROM p"
     )

@@ -173,16 +173,17 @@ class SQLiteStorage(SQLStorage):
     #: :meth:`readers`: one probe of the digest index per digest (in key order); the
     #: runs' own rows are told by their leaves from the run_id index (no table row
     #: is read for them: the producer of every digest asked for is one).
-    _READERS = (
+    _PROBE = (
         "SELECT u.leaf, u.run_id, u.direction, u.digest, u.artifact_kind FROM edges u"
-        " WHERE u.digest IN (SELECT value FROM json_each(?)) AND u.leaf NOT IN"
-        " (SELECT o.leaf FROM edges o WHERE o.run_id IN (SELECT value FROM json_each(?)))"
+        " WHERE u.digest IN ({digests}) AND u.leaf NOT IN"
+        " (SELECT o.leaf FROM edges o WHERE o.run_id IN (SELECT value FROM json_each(?1)))"
     )
+    _READERS = _PROBE.replace("{digests}", "SELECT value FROM json_each(?2)")
 
     def readers(self, digests: Collection[str], run_ids: Collection[str]) -> list[tuple[Any, ...]]:
         if not digests:
             return []
-        lists = (_json_list(_in_key_order(list(set(v)))) for v in (digests, run_ids))
+        lists = (_json_list(_in_key_order(list(set(v)))) for v in (run_ids, digests))
         rows = self._execute(self._READERS, tuple(lists))
         rows.sort(key=_first)
         return rows
@@ -191,11 +192,9 @@ class SQLiteStorage(SQLStorage):
     #: then one row with their number and digests in leaf order.
     _PRODUCT_READERS = (
         "WITH p AS MATERIALIZED (SELECT leaf, digest FROM edges"
-        " WHERE run_id IN (SELECT value FROM json_each(?1)) AND direction = 'produced')"
-        " SELECT u.leaf, u.run_id, u.direction, u.digest, u.artifact_kind FROM edges u"
-        " WHERE u.digest IN (SELECT digest FROM p) AND u.leaf NOT IN"
-        " (SELECT o.leaf FROM edges o WHERE o.run_id IN (SELECT value FROM json_each(?1)))"
-        " UNION ALL SELECT NULL, count(*), group_concat(digest, char(10)), NULL, NULL"
+        " WHERE run_id IN (SELECT value FROM json_each(?1)) AND direction = 'produced') "
+        + _PROBE.replace("{digests}", "SELECT digest FROM p")
+        + " UNION ALL SELECT NULL, count(*), group_concat(digest, char(10)), NULL, NULL"
         " FROM (SELECT digest FROM p ORDER BY leaf)"
     )
 
